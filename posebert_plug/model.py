@@ -1,0 +1,104 @@
+"""PoseBERT (paper section 3.2): masked-sequence transformer with an unrolled pose regressor.
+
+Shapes: inputs ``x`` (B, T, in_dim), ``observed`` (B, T) bool. Outputs per
+frame: ``pose6d`` (B, T, J*6) and ``transl`` (B, T, 3) = (x2d, y2d, nearness)
+of the root in the normalised canonical camera (see ``camera.py``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    def __init__(self, dim, heads, dropout=0.0):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.out = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x, key_mask):
+        B, T, D = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        # key_mask (B, 1, 1, T): True where a frame may be attended to (observed frames only).
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim, hidden, dropout=0.0):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, dim), nn.Dropout(dropout))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Regressor(nn.Module):
+    """MLP on [x_t, theta_t] -> delta theta_t; shared by all blocks and all frames."""
+
+    def __init__(self, dim, out_dim, hidden=512):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim + out_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                 nn.Linear(hidden, out_dim))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, x, theta):
+        return theta + self.net(torch.cat([x, theta], dim=-1))
+
+
+class PoseBERT(nn.Module):
+    """in_dim: per-frame input size; num_joints: output joints (24 SMPL); dim/depth/heads/mlp_dim: transformer.
+
+    ``init_from_input``: optional (start, stop) slice of the input holding 6D poses;
+    when given, observed frames start the regression from their input pose instead
+    of the mean pose (a residual variant; masked frames always start from the mean).
+    """
+
+    def __init__(self, in_dim, num_joints=24, dim=256, depth=4, heads=8, mlp_dim=512, max_len=256,
+                 dropout=0.0, init_from_input=None):
+        super().__init__()
+        self.config = dict(in_dim=in_dim, num_joints=num_joints, dim=dim, depth=depth, heads=heads,
+                           mlp_dim=mlp_dim, max_len=max_len, dropout=dropout, init_from_input=init_from_input)
+        self.num_joints = num_joints
+        out_dim = num_joints * 6 + 3
+        self.embed = nn.Linear(in_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(dim))
+        self.pos = nn.Parameter(torch.randn(max_len, dim) * 0.02)
+        self.blocks = nn.ModuleList([nn.ModuleList([Attention(dim, heads, dropout), FeedForward(dim, mlp_dim, dropout)])
+                                     for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.regressor = Regressor(dim, out_dim)
+        identity6d = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0]).repeat(num_joints)
+        self.register_buffer("mean_theta", torch.cat([identity6d, torch.tensor([0.0, 0.0, -1.5])]))
+
+    def forward(self, x, observed, return_all: bool = False):
+        """x (B, T, in_dim), observed (B, T) bool -> (pose6d (B, T, J*6), transl (B, T, 3)),
+        or with ``return_all`` the list of (pose6d, transl) after every block."""
+        B, T, _ = x.shape
+        if T > self.pos.shape[0]:
+            raise ValueError(f"sequence of {T} frames exceeds the model's window of {self.pos.shape[0]}")
+        observed = observed.bool()
+        x = torch.nan_to_num(x)  # masked frames may carry NaN; their content is never used
+        h = torch.where(observed[..., None], self.embed(x), self.mask_token.to(x.dtype)) + self.pos[:T]
+        # A window with nothing observed attends to everything (mask tokens only) rather than to nothing.
+        keys = observed | ~observed.any(dim=1, keepdim=True)
+        key_mask = keys[:, None, None, :]
+        theta = self.mean_theta.expand(B, T, -1)
+        s = self.config["init_from_input"]
+        if s is not None:
+            start = torch.cat([x[..., s[0]:s[1]], theta[..., s[1] - s[0]:]], dim=-1)
+            theta = torch.where(observed[..., None], start, theta)
+        outputs = []
+        for attn, ff in self.blocks:
+            h = h + attn(h, key_mask)
+            h = h + ff(h)
+            theta = self.regressor(self.norm(h), theta)
+            outputs.append((theta[..., :-3], theta[..., -3:]))
+        return outputs if return_all else outputs[-1]

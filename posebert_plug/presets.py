@@ -1,0 +1,190 @@
+"""Presets: which input a model reads, how it is built, and the shipped checkpoints.
+
+Every preset outputs SMPL-24 local rotations (root in the camera frame) and the
+root position (x2d, y2d, nearness) in the canonical camera (``camera.py``).
+
+| preset | input per frame | size |
+|---|---|---|
+| ``smpl`` | 24 x 6D rotations + normalised 2D of the 24 projected joints | 192 |
+| ``kp3d-h36m17`` | canonicalised bone-normalised 3D (3K) + 6D of the frame + 2D (2K) | 91 |
+| ``kp3d-mediapipe33`` | same for MediaPipe-33 | 171 |
+| ``kp2d-coco17`` | normalised 2D (2K) + confidences (K) | 51 |
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+
+import torch
+
+from . import features, synth
+from .camera import project, transl_to_param
+from .model import PoseBERT
+from .rotations import rotmat_to_6d, sixd_to_rotmat
+
+__all__ = ["Preset", "PRESETS", "available_presets", "get_preset", "load_model", "save_checkpoint",
+           "build_training_batch"]
+
+CHECKPOINT_DIR = "checkpoints"
+MODEL_SIZES = {"cpu": dict(dim=256, depth=4, heads=8, mlp_dim=512),
+               "paper": dict(dim=512, depth=4, heads=8, mlp_dim=1024)}
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    kind: str          # "smpl" | "kp3d" | "kp2d"
+    layout: str        # input keypoint layout
+    description: str = ""
+
+    @property
+    def num_keypoints(self) -> int:
+        from .skeletons import get_skeleton
+        return get_skeleton(self.layout).num_joints
+
+    @property
+    def in_dim(self) -> int:
+        K = self.num_keypoints
+        return {"smpl": 24 * 8, "kp3d": 5 * K + 6, "kp2d": 3 * K}[self.kind]
+
+    def model_kwargs(self, size: str = "cpu") -> dict:
+        kw = dict(in_dim=self.in_dim, num_joints=24, **MODEL_SIZES[size])
+        if self.kind == "smpl":
+            kw["init_from_input"] = (0, 144)
+        return kw
+
+
+PRESETS = {p.name: p for p in [
+    Preset("smpl", "smpl", "smpl24", "SMPL rotations (HybrIK, SPIN, VIBE, 4D-Humans)"),
+    Preset("kp3d-h36m17", "kp3d", "h36m17", "H36M-17 3D keypoints"),
+    Preset("kp3d-mediapipe33", "kp3d", "mediapipe33", "MediaPipe Pose 33 world landmarks"),
+    Preset("kp2d-coco17", "kp2d", "coco17", "COCO-17 2D keypoints (YOLO-pose, HRNet/mmpose)"),
+]}
+
+
+def available_presets() -> list:
+    return sorted(PRESETS)
+
+
+def get_preset(name) -> Preset:
+    if isinstance(name, Preset):
+        return name
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; available: {', '.join(available_presets())}")
+    return PRESETS[name]
+
+
+_BONES = {}
+
+
+def bone_lengths(body, layout) -> torch.Tensor:
+    """Mean bone lengths of a layout, from the default body's T-pose (K,)."""
+    if layout not in _BONES:
+        rest = body.pose_keypoints(torch.eye(3).expand(1, 24, 3, 3), None, layout)[0]
+        _BONES[layout] = features.bone_lengths_of(rest, layout)
+    return _BONES[layout]
+
+
+def build_training_batch(preset, rot6d, transl_world, body, g, corrupt: bool = True, obs=None,
+                         noise_scale: float = 1.0) -> dict:
+    """Ground truth + corrupted inputs for one batch.
+
+    rot6d (B, T, 24, 6), transl_world (B, T, 3) from the cache. Returns a dict with
+    ``x`` (B, T, in_dim), ``observed`` (B, T), ``rotmats`` (B, T, 24, 3, 3) target
+    (camera-frame root), ``transl`` (B, T, 3) target camera-frame pelvis, ``param`` (B, T, 3).
+    """
+    p = get_preset(preset)
+    B, T = rot6d.shape[:2]
+    R, tr = synth.place_in_camera(sixd_to_rotmat(rot6d), transl_world, g)
+    out = {"rotmats": R, "transl": tr, "param": transl_to_param(tr)}
+    if obs is None:
+        obs = synth.training_mask(B, T, g) if corrupt else torch.ones(B, T, dtype=torch.bool)
+    out["observed"] = obs
+    if p.kind == "smpl":
+        Rin = synth.corrupt_rotations(R, g) if corrupt else R
+        joints = body.pose_keypoints(Rin, tr, "smpl24")
+        kp2d = project(joints)
+        if corrupt:
+            kp2d = kp2d + torch.randn(kp2d.shape, generator=g) * synth._u(g, (B, 1, 1, 1), 0.0, 0.01 * noise_scale)
+        out["x"] = features.smpl_features(rotmat_to_6d(Rin), kp2d)
+        return out
+    kp = body.pose_keypoints(R, tr, p.layout)                     # (B, T, K, 3) camera frame
+    K = kp.shape[-2]
+    if corrupt:
+        kp, _ = synth.replace_with_other(kp - tr[..., None, :], synth._u(g, (B,), 0.0, 0.1) *
+                                         (torch.rand(B, generator=g) < 0.5), g)
+        kp = kp + tr[..., None, :]
+    if p.kind == "kp3d":
+        kp3 = kp
+        if corrupt:
+            kp3 = kp3 + torch.randn(kp3.shape, generator=g) * synth._u(g, (B, 1, 1, 1), 0.0, 0.03 * noise_scale)
+        kp2d = project(kp)
+        if corrupt:
+            kp2d = kp2d + torch.randn(kp2d.shape, generator=g) * synth._u(g, (B, 1, 1, 1), 0.0, 0.01 * noise_scale)
+        out["x"] = features.kp3d_features(kp3, kp2d, p.layout, bone_lengths(body, p.layout))
+        return out
+    kp2d = project(kp)
+    conf = torch.ones(B, T, K)
+    if corrupt:
+        conf = synth._u(g, (B, T, K), 0.3, 1.0)
+        sigma = synth._u(g, (B, 1, 1, 1), 0.0, 0.012 * noise_scale) * (1.6 - conf[..., None])
+        kp2d = kp2d + torch.randn(kp2d.shape, generator=g) * sigma
+        conf = synth.drop_joints(conf, synth._u(g, (B,), 0.0, 0.2), g)
+    out["x"] = features.kp2d_features(kp2d, conf)
+    return out
+
+
+def _registry_path():
+    return resources.files("posebert_plug") / CHECKPOINT_DIR
+
+
+def save_checkpoint(model: PoseBERT, preset, path, meta: dict | None = None, half: bool = True) -> str:
+    """Write a checkpoint (tensors and plain data only, loadable with weights_only=True); returns sha256."""
+    sd = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    blob = {"preset": get_preset(preset).name, "config": dict(model.config), "state_dict": sd, "meta": meta or {}}
+    tmp = f"{path}.part"
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+    return sha256_of(path)
+
+
+def sha256_of(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_model(preset="smpl", checkpoint=None, device="cpu") -> PoseBERT:
+    """Load a shipped (or given) checkpoint for a preset; verifies the shipped checksum.
+
+    Returns a :class:`PoseBERT` in eval mode with ``.preset`` set.
+    """
+    p = get_preset(preset) if checkpoint is None or preset in PRESETS else None
+    if checkpoint is None:
+        reg = _registry_path()
+        index = json.loads((reg / "index.json").read_text()) if (reg / "index.json").is_file() else {}
+        if p.name not in index:
+            raise FileNotFoundError(f"no shipped checkpoint for preset {p.name!r} (shipped: {', '.join(sorted(index)) or 'none'}); "
+                                    f"train one with: posebert-train --preset {p.name}")
+        checkpoint = str(reg / index[p.name]["file"])
+        digest = sha256_of(checkpoint)
+        if digest != index[p.name]["sha256"]:
+            raise RuntimeError(f"checksum mismatch for {checkpoint}: expected {index[p.name]['sha256']}, got {digest} "
+                               "(file corrupted or replaced)")
+    blob = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    for key in ("config", "state_dict", "preset"):
+        if key not in blob:
+            raise ValueError(f"{checkpoint}: not a posebert-plug checkpoint (missing {key!r})")
+    cfg = dict(blob["config"])
+    if cfg.get("init_from_input") is not None:
+        cfg["init_from_input"] = tuple(cfg["init_from_input"])
+    model = PoseBERT(**cfg)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
+    model.preset = get_preset(blob["preset"])
+    model.meta = blob.get("meta", {})
+    return model.eval().to(device)

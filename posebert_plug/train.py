@@ -1,0 +1,206 @@
+"""posebert-train: masked-modeling training of a PoseBERT preset on a mocap cache.
+
+    posebert-train --preset smpl --cache cache/ --steps 20000 --out runs/smpl
+
+Single process on the CPU by default; ``torchrun --nproc_per_node N
+posebert-train ...`` trains with DistributedDataParallel (one batch per rank).
+Checkpoints: ``<out>/last.pt`` (resumable: model, optimiser, step, RNG) every
+``--save-every`` steps and at the end, ``<out>/model.pt`` (weights only, fp16,
+the shippable file). Validation on the held-out split prints MPJPE, PA-MPJPE
+(mm) and Accel (mm/frame^2) under the full training corruption and clean.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+from .body_model import DefaultBodyModel
+from .metrics import accel_error, mpjpe, pa_mpjpe
+from .model import PoseBERT
+from .mocap.dataset import MotionCache
+from .presets import build_training_batch, get_preset, save_checkpoint, MODEL_SIZES
+from .rotations import sixd_to_rotmat
+from .camera import param_to_transl
+
+
+def compute_loss(outputs, batch, body, w_rot=1.0, w_tr=1.0, w_joint=1.0):
+    """Deep-supervised loss over every block's output; returns (loss, dict of the last block's terms)."""
+    L = len(outputs)
+    total, terms = 0.0, {}
+    gt_R, gt_param = batch["rotmats"], batch["param"]
+    gt_j = body.pose_keypoints(gt_R, None, "smpl24")
+    for l, (pose6d, param) in enumerate(outputs):
+        R = sixd_to_rotmat(pose6d.reshape(*pose6d.shape[:-1], 24, 6))
+        l_rot = ((R - gt_R) ** 2).sum((-1, -2)).mean()
+        l_tr = ((param - gt_param) ** 2).sum(-1).mean()
+        j = body.pose_keypoints(R, None, "smpl24")
+        l_joint = (j - gt_j).norm(dim=-1).mean()
+        w = (l + 1) / L
+        total = total + w * (w_rot * l_rot + w_tr * l_tr + w_joint * l_joint)
+        terms = {"rot": l_rot.item(), "tr": l_tr.item(), "joint_mm": l_joint.item() * 1000}
+    return total, terms
+
+
+@torch.no_grad()
+def evaluate(model, cache, preset, body, T=64, max_windows=256, seed=1234, corrupt=True, batch=64):
+    """Validation metrics (mm) on fixed windows of a cache split with a fixed corruption seed."""
+    model.eval()
+    starts = cache.window_starts(T, T)
+    if len(starts) > max_windows:
+        starts = starts[np.linspace(0, len(starts) - 1, max_windows).astype(int)]
+    g = torch.Generator().manual_seed(seed)
+    preds, gts, tr_err = [], [], []
+    for i in range(0, len(starts), batch):
+        rot6d, tr = cache.windows(starts[i:i + batch], T)
+        b = build_training_batch(preset, rot6d, tr, body, g, corrupt=corrupt)
+        pose6d, param = model(b["x"], b["observed"])
+        R = sixd_to_rotmat(pose6d.reshape(*pose6d.shape[:-1], 24, 6))
+        preds.append(body.pose_keypoints(R, None, "smpl24"))
+        gts.append(body.pose_keypoints(b["rotmats"], None, "smpl24"))
+        tr_err.append((param_to_transl(param) - b["transl"]).norm(dim=-1).mean())
+    P, G = torch.cat(preds), torch.cat(gts)
+    model.train()
+    return {"MPJPE": float(mpjpe(P, G)), "PA-MPJPE": float(pa_mpjpe(P, G)), "Accel": float(accel_error(P, G)),
+            "transl_mm": float(torch.stack(tr_err).mean() * 1000), "windows": len(starts)}
+
+
+@torch.no_grad()
+def set_mean_pose(model, cache, preset, body, seed, n=2048):
+    """Start the regression from the training set's mean pose and root placement (paper eq. 7)."""
+    rng, g = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    rot6d, tr = cache.sample(n // 64, 64, rng)
+    b = build_training_batch(preset, rot6d, tr, body, g, corrupt=False)
+    from .rotations import rotmat_to_6d
+    mean6d = rotmat_to_6d(b["rotmats"]).reshape(-1, 24, 6).mean(0)
+    mean6d = rotmat_to_6d(sixd_to_rotmat(mean6d))  # back onto the rotation manifold
+    model.mean_theta.copy_(torch.cat([mean6d.flatten(), b["param"].reshape(-1, 3).mean(0)]))
+
+
+def lr_at(step, total, base, warmup=100, final=0.1):
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="posebert-train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", required=True, help="smpl | kp3d-h36m17 | kp3d-mediapipe33 | kp2d-coco17")
+    ap.add_argument("--cache", default="cache", help="folder with train.npz / val.npz from posebert-data build")
+    ap.add_argument("--out", default=None, help="run folder (default runs/<preset>)")
+    ap.add_argument("--steps", type=int, default=20000)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--window", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--size", choices=sorted(MODEL_SIZES), default="cpu", help="cpu: D=256 L=4; paper: D=512")
+    ap.add_argument("--val-every", type=int, default=500)
+    ap.add_argument("--save-every", type=int, default=250)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--max-minutes", type=float, default=0, help="stop (and save) after this wall time")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-resume", action="store_true", help="start afresh even if <out>/last.pt exists")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    preset = get_preset(args.preset)
+    out = args.out or os.path.join("runs", preset.name)
+    os.makedirs(out, exist_ok=True)
+    for split in ("train", "val"):
+        if not os.path.isfile(os.path.join(args.cache, f"{split}.npz")):
+            print(f"posebert-train: error: {args.cache}/{split}.npz missing; build it with "
+                  f"posebert-data build --src <mocap> --out {args.cache}", file=sys.stderr)
+            return 2
+
+    ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = 0
+    if ddp:
+        torch.distributed.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
+        rank = torch.distributed.get_rank()
+        if args.device.startswith("cuda"):
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    device = torch.device(args.device)
+    train, val = MotionCache(os.path.join(args.cache, "train.npz")), MotionCache(os.path.join(args.cache, "val.npz"))
+    body = DefaultBodyModel().to(device)
+    model = PoseBERT(**preset.model_kwargs(args.size)).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    step, log = 0, []
+    last = os.path.join(out, "last.pt")
+    if os.path.isfile(last) and not args.no_resume:
+        st = torch.load(last, map_location=device, weights_only=False)  # our own file, not user input
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, log = st["step"], st.get("log", [])
+        print(f"resumed from {last} at step {step}", flush=True)
+    else:
+        set_mean_pose(model, train, preset, body, args.seed)
+    net = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
+    rng = np.random.default_rng(args.seed + 1000 * rank + step)
+    g = torch.Generator().manual_seed(args.seed + 1000 * rank + step)
+    params = sum(p.numel() for p in model.parameters())
+    if rank == 0:
+        print(f"preset {preset.name}: {params / 1e6:.2f} M parameters, train {train.num_frames} frames, "
+              f"val {val.num_frames} frames, threads {torch.get_num_threads()}", flush=True)
+    from tqdm import tqdm
+    t0 = time.time()
+    bar = tqdm(total=args.steps, initial=step, disable=rank != 0, mininterval=10, unit="step")
+
+    def save():
+        if rank != 0:
+            return
+        tmp = last + ".part"
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "log": log,
+                    "args": vars(args)}, tmp)
+        os.replace(tmp, last)
+        save_checkpoint(model, preset, os.path.join(out, "model.pt"),
+                        meta={"step": step, "args": vars(args), "log": log[-5:]})
+
+    model.train()
+    while step < args.steps:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args.steps, args.lr)
+        rot6d, tr = train.sample(args.batch, args.window, rng)
+        batch = build_training_batch(preset, rot6d, tr, body, g)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        outputs = net(batch["x"], batch["observed"], return_all=True)
+        loss, terms = compute_loss(outputs, batch, body)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss):.3f}", joint_mm=f"{terms['joint_mm']:.1f}")
+        if rank == 0 and step % args.save_every == 0:
+            save()
+        if rank == 0 and (step % args.val_every == 0 or step == args.steps):
+            m = evaluate(model, val, preset, body)
+            c = evaluate(model, val, preset, body, corrupt=False)
+            entry = {"step": step, "minutes": (time.time() - t0) / 60, "train_loss": float(loss),
+                     "val_corrupt": m, "val_clean": c}
+            log.append(entry)
+            print(f"\nstep {step}: val corrupted MPJPE {m['MPJPE']:.1f} PA {m['PA-MPJPE']:.1f} Accel {m['Accel']:.1f} "
+                  f"transl {m['transl_mm']:.0f} mm | clean MPJPE {c['MPJPE']:.1f} PA {c['PA-MPJPE']:.1f} "
+                  f"Accel {c['Accel']:.1f}", flush=True)
+            with open(os.path.join(out, "log.json"), "w") as f:
+                json.dump(log, f, indent=1)
+        if args.max_minutes and (time.time() - t0) / 60 > args.max_minutes:
+            print(f"\nstopping after {args.max_minutes} minutes at step {step}", flush=True)
+            break
+    save()
+    bar.close()
+    if ddp:
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
