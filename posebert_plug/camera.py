@@ -48,10 +48,16 @@ def norm_to_pixels(uv: torch.Tensor, width: int, height: int, cx=None, cy=None) 
     return torch.stack([uv[..., 0] * s + cx, uv[..., 1] * s + cy], dim=-1)
 
 
-def to_real_depth(transl_canonical: torch.Tensor, focal_px: float, width: int, height: int) -> torch.Tensor:
-    """Rescale a canonical-camera translation (..., 3) to a real camera of focal ``focal_px``.
+def to_real_camera(param: torch.Tensor, f_norm_real: float) -> torch.Tensor:
+    """Canonical (u, v, nearness) (..., 3) -> camera-frame position (..., 3) for a real camera.
 
-    The image position is unchanged; depth scales by ``f_norm_real / F_NORM``.
+    The same normalised 2D seen through focal ``f_norm_real`` instead of ``F_NORM``
+    means depth scaled by ``f_norm_real / F_NORM``; x and y are unchanged.
     """
-    k = (focal_px / (max(width, height) / 2)) / F_NORM
-    return transl_canonical * k
+    t = param_to_transl(param)
+    return torch.cat([t[..., :2], t[..., 2:] * (f_norm_real / F_NORM)], dim=-1)
+
+
+def focal_norm(focal_px, width: int, height: int) -> float:
+    """Focal in normalised units; ``None`` means the canonical focal."""
+    return F_NORM if focal_px is None else float(focal_px) / (max(width, height) / 2)

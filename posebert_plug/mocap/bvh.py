@@ -131,7 +131,10 @@ def read_bvh(path, scale: float | None = None) -> SkeletonMotion:
         raise MocapFormatError(path, f"only {t} of {num_frames} declared frames present (truncated?)", n)
 
     hier = BVHHierarchy(names, parents, np.asarray(offsets, dtype=np.float64), channels)
-    return _to_motion(hier, data, 1.0 / frame_time, scale, path)
+    fps = 1.0 / frame_time
+    if abs(fps - round(fps)) < 1e-3 * fps:  # frame times are printed rounded (0.0333333)
+        fps = float(round(fps))
+    return _to_motion(hier, data, fps, scale, path)
 
 
 def _floats(tokens, path, n):

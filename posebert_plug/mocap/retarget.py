@@ -219,7 +219,7 @@ def resample(m: Motion, fps: float = 30.0) -> Motion:
     if abs(m.fps - fps) < 1e-3 * fps or m.num_frames < 2:
         return Motion(m.rotmats, m.transl, fps if abs(m.fps - fps) < 1e-3 * fps else m.fps, m.source)
     duration = (m.num_frames - 1) / m.fps
-    t = np.arange(0.0, duration + 1e-9, 1.0 / fps) * m.fps
+    t = np.arange(0.0, duration + 1e-3 / fps, 1.0 / fps) * m.fps
     i0 = np.clip(np.floor(t).astype(int), 0, m.num_frames - 1)
     i1 = np.clip(i0 + 1, 0, m.num_frames - 1)
     w = t - i0

@@ -1,0 +1,399 @@
+"""refine_tracks and the tasks PoseBERT does without fine-tuning.
+
+- :func:`refine_tracks`: denoise and fill every track (any length, any gaps).
+- :func:`predict_future`: extend a track by n frames (mask tokens after the end).
+- :func:`complete_motion`: in-betweening between given key poses.
+- :class:`OnlineRefiner`: one frame at a time per identity, last N frames kept,
+  optional k-frame-ahead prediction.
+
+Long tracks are cut into overlapping windows (``window`` frames, every
+``stride``); each window's outputs are blended with triangular weights (6D
+rotations and (x2d, y2d, nearness) averaged, then Gram-Schmidt), so there are
+no seams. Windows of all tracks run together in batches. Frames that no
+window with an observation covers (gaps longer than a window) are filled by
+slerp between the refined neighbours.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import features
+from .body_model import DefaultBodyModel
+from .camera import F_NORM, focal_norm, pixels_to_norm, project, to_real_camera
+from .presets import bone_lengths, get_preset, load_model
+from .rotations import rotmat_to_6d, sixd_to_rotmat, slerp_rotmat
+from .skeletons import get_skeleton, mapping
+from .types import Detection, FrameDetections, RefinedTrack, Track, VideoInfo
+
+__all__ = ["ConfidencePolicy", "refine_tracks", "predict_future", "complete_motion", "OnlineRefiner",
+           "choose_preset", "Refiner"]
+
+
+@dataclass
+class ConfidencePolicy:
+    """What is too unreliable to trust (masked instead of fed to the model).
+
+    min_frame_score: frames whose detection score is below are masked (0.3).
+    min_joint_conf: 2D keypoints below this confidence are dropped (0.2).
+    min_visible_joints: frames with fewer kept 2D keypoints are masked (6).
+    bone_outlier_ratio: 3D frames whose median bone-length ratio to the track's
+        median differs by more than this are masked (0.35).
+    """
+
+    min_frame_score: float = 0.3
+    min_joint_conf: float = 0.2
+    min_visible_joints: int = 6
+    bone_outlier_ratio: float = 0.35
+
+
+def choose_preset(track: Track) -> str:
+    """SMPL rotations > 3D keypoints > 2D keypoints."""
+    if track.rotmats is not None:
+        return "smpl"
+    if track.kp3d is not None and track.layout3d in ("h36m17", "mediapipe33"):
+        return f"kp3d-{track.layout3d}"
+    if track.kp2d is not None:
+        try:
+            mapping(track.layout2d, "coco17")
+        except ValueError:
+            pass
+        else:
+            if set(get_skeleton("coco17").joints) <= set(get_skeleton(track.layout2d).joints):
+                return "kp2d-coco17"
+    raise ValueError(f"track {track.track_id}: no input PoseBERT can use (needs SMPL rotations, H36M-17 or "
+                     f"MediaPipe-33 3D keypoints, or 2D keypoints containing COCO-17; got 2D layout "
+                     f"{track.layout2d}, 3D layout {track.layout3d})")
+
+
+def encode_track(track: Track, preset, body, policy: ConfidencePolicy) -> tuple:
+    """Track -> (x (N, D) float32 tensor, observed (N,) bool tensor, f_norm of the camera)."""
+    p = get_preset(preset)
+    v = track.video
+    fn = focal_norm(v.focal_px, v.width, v.height)
+    obs = track.observed.copy()
+    scores = np.nan_to_num(track.scores, nan=1.0)
+    obs &= scores >= policy.min_frame_score
+    N = len(track)
+    if p.kind == "smpl":
+        if track.rotmats is None:
+            raise ValueError(f"preset 'smpl' needs SMPL rotations; track {track.track_id} has none")
+        R = torch.as_tensor(np.nan_to_num(track.rotmats, nan=0.0))
+        ok = np.isfinite(track.rotmats).all((1, 2, 3))
+        R[~torch.as_tensor(ok)] = torch.eye(3)
+        if track.transl is not None:
+            tr = torch.as_tensor(np.nan_to_num(track.transl, nan=0.0))
+            ok &= np.isfinite(track.transl).all(-1)
+            kp2d = project(body.pose_keypoints(R, tr, "smpl24"), fn)
+        else:
+            kp2d = torch.zeros(N, 24, 2)
+        x = features.smpl_features(rotmat_to_6d(R), kp2d)
+        obs &= ok
+    elif p.kind == "kp3d":
+        if track.kp3d is None or track.layout3d != p.layout:
+            raise ValueError(f"preset {p.name!r} needs 3D keypoints in layout {p.layout}; track {track.track_id} "
+                             f"has {track.layout3d}")
+        k3 = torch.as_tensor(track.kp3d, dtype=torch.float32)
+        ok = torch.isfinite(k3).all(-1).all(-1).numpy()
+        k3 = torch.nan_to_num(k3)
+        if ok.sum() >= 3:  # implausible skeletons (bone lengths far from the track's) are not trusted
+            bl = torch.stack([(k3[:, c] - k3[:, q]).norm(dim=-1) for c, q in get_skeleton(p.layout).bones], -1)
+            med = bl[torch.as_tensor(ok)].median(0).values.clamp_min(1e-6)
+            ratio = (bl / med).median(-1).values.numpy()
+            ok &= np.abs(ratio - 1) <= policy.bone_outlier_ratio
+        if track.kp2d is not None and track.layout2d == p.layout:
+            k2 = pixels_to_norm(torch.as_tensor(np.nan_to_num(track.kp2d), dtype=torch.float32), v.width, v.height)
+        elif not track.kp3d_root_relative:
+            k2 = project(k3, fn)
+        else:
+            k2 = torch.zeros(N, k3.shape[1], 2)
+        x = features.kp3d_features(k3, k2, p.layout, bone_lengths(body, p.layout))
+        obs &= ok
+    else:
+        if track.kp2d is None:
+            raise ValueError(f"preset {p.name!r} needs 2D keypoints; track {track.track_id} has none")
+        src, dst = mapping(track.layout2d, p.layout)
+        K = get_skeleton(p.layout).num_joints
+        if len(dst) != K:
+            raise ValueError(f"2D layout {track.layout2d} lacks joints of {p.layout}")
+        k2 = np.zeros((N, K, 2), np.float32)
+        c = np.zeros((N, K), np.float32)
+        k2[:, dst] = np.nan_to_num(track.kp2d[:, src])
+        c[:, dst] = np.nan_to_num(track.kp2d_conf[:, src]) * np.isfinite(track.kp2d[:, src]).all(-1)
+        c = np.where(c >= policy.min_joint_conf, c, 0.0)
+        obs &= (c > 0).sum(-1) >= policy.min_visible_joints
+        x = features.kp2d_features(pixels_to_norm(torch.as_tensor(k2), v.width, v.height), torch.as_tensor(c))
+    x = x.float()
+    obs &= torch.isfinite(x).all(-1).numpy()
+    return x, torch.as_tensor(obs), fn
+
+
+def _window_starts(N, T, stride):
+    if N <= T:
+        return [0]
+    starts = list(range(0, N - T + 1, stride))
+    if starts[-1] != N - T:
+        starts.append(N - T)
+    return starts
+
+
+class Refiner:
+    """Holds loaded models and the body model; ``refine_tracks`` uses a shared default instance."""
+
+    def __init__(self, device="auto", body=None):
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.body = body if body is not None else DefaultBodyModel()
+        self.models = {}
+
+    def model(self, preset):
+        if isinstance(preset, torch.nn.Module):
+            return preset
+        name = get_preset(preset).name
+        if name not in self.models:
+            self.models[name] = load_model(name, device=self.device)
+        return self.models[name]
+
+    @torch.inference_mode()
+    def run(self, items, model, window=64, stride=16, batch_size=256):
+        """items: list of (x (N, D), observed (N,)) -> list of (pose6d (N, 144), param (N, 3), covered (N,))."""
+        T = window
+        jobs = []  # (item, start, length)
+        for i, (x, obs) in enumerate(items):
+            for s in _window_starts(len(x), T, stride):
+                jobs.append((i, s, min(T, len(x) - s)))
+        acc = [(torch.zeros(len(x), 144), torch.zeros(len(x), 3), torch.zeros(len(x))) for x, _ in items]
+        tri = torch.minimum(torch.arange(1, T + 1), torch.arange(T, 0, -1)).float()
+        D = items[0][0].shape[-1] if items else 0
+        for b in range(0, len(jobs), batch_size):
+            chunk = jobs[b:b + batch_size]
+            X = torch.zeros(len(chunk), T, D)
+            M = torch.zeros(len(chunk), T, dtype=torch.bool)
+            for k, (i, s, n) in enumerate(chunk):
+                X[k, :n] = items[i][0][s:s + n]
+                M[k, :n] = items[i][1][s:s + n]
+            pose6d, param = model(X.to(self.device), M.to(self.device))
+            pose6d, param = pose6d.float().cpu(), param.float().cpu()
+            for k, (i, s, n) in enumerate(chunk):
+                if not M[k].any():
+                    continue  # a window with nothing observed carries no information
+                w = tri[:n].clone()
+                if s == 0:
+                    w[: n // 2] = w.max()  # the track's first frames have only this window
+                if s + n == len(items[i][0]):
+                    w[n // 2:] = w.max()
+                p6, pr, ws = acc[i]
+                p6[s:s + n] += w[:, None] * pose6d[k, :n]
+                pr[s:s + n] += w[:, None] * param[k, :n]
+                ws[s:s + n] += w
+        out = []
+        for p6, pr, ws in acc:
+            covered = ws > 0
+            d = ws.clamp_min(1e-8)[:, None]
+            out.append((p6 / d, pr / d, covered))
+        return out
+
+
+_DEFAULT = {}
+
+
+def _refiner(device):
+    key = str(device)
+    if key not in _DEFAULT:
+        _DEFAULT[key] = Refiner(device)
+    return _DEFAULT[key]
+
+
+def _as_tracks(detections, video):
+    if isinstance(detections, Track):
+        return [detections]
+    items = list(detections)
+    if not items:
+        return []
+    if all(isinstance(t, Track) for t in items):
+        return items
+    dets = []
+    for it in items:
+        if isinstance(it, FrameDetections):
+            dets.extend(it.detections)
+        elif isinstance(it, Detection):
+            dets.append(it)
+        else:
+            raise TypeError(f"refine_tracks takes Tracks, FrameDetections or Detections, got {type(it).__name__}")
+    if video is None:
+        raise ValueError("refine_tracks on raw detections needs video=VideoInfo(width, height, fps)")
+    if dets and all(d.track_id is not None for d in dets):
+        groups = {}
+        for d in dets:
+            groups.setdefault(d.track_id, []).append(d)
+        return [Track.from_detections(tid, g, video) for tid, g in sorted(groups.items())]
+    from tracking import track_detections
+    return track_detections(items if isinstance(items[0], FrameDetections) else _by_frame(dets), video)
+
+
+def _by_frame(dets):
+    frames = {}
+    for d in dets:
+        frames.setdefault(d.frame, []).append(d)
+    return [FrameDetections(f, frames[f]) for f in sorted(frames)]
+
+
+def _fill_uncovered(R, param, covered):
+    """Slerp rotations / interpolate params over frames no informative window covered."""
+    if covered.all() or not covered.any():
+        return R, param
+    from .baselines import interpolate, interpolate_rotations
+    R = torch.as_tensor(interpolate_rotations(R.double().numpy(), covered.numpy())).float()
+    param = torch.as_tensor(interpolate(param.double().numpy(), covered.numpy())).float()
+    return R, param
+
+
+def refine_tracks(detections, model="auto", device="auto", window: int = 64, stride: int = 16,
+                  policy: ConfidencePolicy | None = None, video: VideoInfo | None = None,
+                  batch_size: int = 256, extra_frames: int = 0) -> list:
+    """Refine tracks with PoseBERT.
+
+    detections: Tracks, or FrameDetections/Detections (grouped by ``track_id`` when
+        every detection has one, else tracked with :mod:`tracking`; then ``video`` is needed).
+    model: ``"auto"`` (pick from the inputs: SMPL > 3D > 2D), a preset name, or a loaded model.
+    device: ``"auto"`` (GPU when present), ``"cpu"``, ``"cuda"``.
+    window/stride: window length (<= the model's 256) and hop between windows.
+    extra_frames: mask tokens appended after each track (future prediction).
+    Returns one :class:`RefinedTrack` per input track (empty list for no tracks).
+    An all-missing track raises ValueError naming it.
+    """
+    policy = policy or ConfidencePolicy()
+    tracks = _as_tracks(detections, video)
+    if not tracks:
+        return []
+    ref = _refiner(device)
+    groups = {}
+    for t in tracks:
+        if len(t) == 0:
+            raise ValueError(f"track {t.track_id} is empty")
+        preset = choose_preset(t) if model == "auto" else (model.preset.name if isinstance(model, torch.nn.Module) else model)
+        groups.setdefault(preset, []).append(t)
+    results = {}
+    for preset, ts in groups.items():
+        net = ref.model(model if isinstance(model, torch.nn.Module) else preset)
+        encoded = [encode_track(t, preset, ref.body, policy) for t in ts]
+        items = []
+        for t, (x, obs, _) in zip(ts, encoded):
+            if not obs.any():
+                raise ValueError(f"track {t.track_id}: no usable observation (all frames missing, NaN or below "
+                                 "the confidence thresholds)")
+            if extra_frames:
+                x = torch.cat([x, torch.zeros(extra_frames, x.shape[-1])])
+                obs = torch.cat([obs, torch.zeros(extra_frames, dtype=torch.bool)])
+            items.append((x, obs))
+        outs = ref.run(items, net, window=window, stride=stride, batch_size=batch_size)
+        for t, (x, obs), (_, _, fn), (p6, param, covered) in zip(ts, items, encoded, outs):
+            R = sixd_to_rotmat(p6.reshape(-1, 24, 6))
+            R, param = _fill_uncovered(R, param, covered)
+            transl = to_real_camera(param, fn)
+            joints = ref.body.pose_keypoints(R, transl, "smpl24")
+            n = len(x)
+            frames = np.arange(t.frames[0], t.frames[0] + n)
+            betas = t.betas if t.betas is not None else np.zeros(10, np.float32)
+            results[id(t)] = RefinedTrack(t.track_id, frames, R.numpy(), transl.numpy(), joints.numpy(),
+                                          obs.numpy().astype(bool), np.asarray(betas, np.float32), preset, t.video)
+    return [results[id(t)] for t in tracks]
+
+
+def predict_future(track: Track, n_frames: int, model="auto", device="auto", window: int = 64) -> RefinedTrack:
+    """Refine a track and extend it ``n_frames`` beyond its last frame (returned track has N + n frames)."""
+    if n_frames < 0:
+        raise ValueError("n_frames must be >= 0")
+    if n_frames >= window:
+        raise ValueError(f"n_frames ({n_frames}) must be smaller than the window ({window})")
+    return refine_tracks([track], model=model, device=device, window=window, stride=max(1, window // 4),
+                         extra_frames=n_frames)[0]
+
+
+def complete_motion(key_rotmats: dict, num_frames: int, key_transl: dict | None = None, video: VideoInfo | None = None,
+                    model="smpl", device="auto") -> RefinedTrack:
+    """In-betweening: key poses at some frames -> a complete motion of ``num_frames`` frames.
+
+    key_rotmats: {frame: (24, 3, 3)}; key_transl: {frame: (3,)} camera-frame metres (optional).
+    """
+    if not key_rotmats:
+        raise ValueError("complete_motion needs at least one key pose")
+    if max(key_rotmats) >= num_frames or min(key_rotmats) < 0:
+        raise ValueError(f"key frames must lie in 0..{num_frames - 1}")
+    video = video or VideoInfo(1024, 1024, 30.0)
+    dets = [Detection(f, rotmats=R, transl=None if key_transl is None else key_transl.get(f))
+            for f, R in sorted(key_rotmats.items())]
+    tr = Track.from_detections(0, dets, video)
+    if tr.frames[0] > 0 or tr.frames[-1] < num_frames - 1:  # pad to the requested span
+        N = num_frames
+        def pad(a, fill=np.nan):
+            if a is None:
+                return None
+            out = np.full((N,) + a.shape[1:], fill, a.dtype)
+            out[tr.frames[0]:tr.frames[-1] + 1] = a
+            return out
+        obs = np.zeros(N, bool)
+        obs[tr.frames[0]:tr.frames[-1] + 1] = tr.observed
+        tr = Track(0, np.arange(N), obs, video, pad(tr.boxes), pad(tr.scores), rotmats=pad(tr.rotmats),
+                   transl=pad(tr.transl))
+    return refine_tracks([tr], model=model, device=device)[0]
+
+
+class OnlineRefiner:
+    """Streaming refinement: ``step(track_id, detection)`` once per frame per identity.
+
+    Keeps the last ``history`` frames per identity, runs the model on them (plus
+    ``predict_ahead`` mask tokens) and returns ``(current, ahead)``: the refined
+    pose of the newest frame and, when ``predict_ahead`` > 0, the pose
+    ``predict_ahead`` frames later; each is ``(rotmats (24, 3, 3), transl (3,))``.
+    Pass ``detection=None`` for a frame where the person was not seen.
+    """
+
+    def __init__(self, preset="smpl", video: VideoInfo | None = None, history: int = 64, predict_ahead: int = 0,
+                 device="auto", policy: ConfidencePolicy | None = None):
+        if history + predict_ahead > 256:
+            raise ValueError("history + predict_ahead must be <= 256")
+        self.ref = _refiner(device)
+        self.net = self.ref.model(preset)
+        self.preset = self.net.preset.name
+        self.video = video or VideoInfo(1024, 1024, 30.0)
+        self.history, self.ahead = history, predict_ahead
+        self.policy = policy or ConfidencePolicy()
+        self.buffers = {}
+
+    def reset(self, track_id=None):
+        if track_id is None:
+            self.buffers.clear()
+        else:
+            self.buffers.pop(track_id, None)
+
+    @torch.inference_mode()
+    def step(self, track_id, detection: Detection | None):
+        buf = self.buffers.setdefault(track_id, {"x": [], "obs": [], "fn": F_NORM})
+        if detection is not None:
+            tr = Track.from_detections(track_id, [detection], self.video)
+            x, obs, fn = encode_track(tr, self.preset, self.ref.body, self.policy)
+            buf["x"].append(x[0])
+            buf["obs"].append(bool(obs[0]))
+            buf["fn"] = fn
+        else:
+            D = self.net.config["in_dim"]
+            buf["x"].append(torch.zeros(D))
+            buf["obs"].append(False)
+        buf["x"], buf["obs"] = buf["x"][-self.history:], buf["obs"][-self.history:]
+        if not any(buf["obs"]):
+            return None, None
+        n = len(buf["x"])
+        X = torch.zeros(1, n + self.ahead, len(buf["x"][0]))
+        X[0, :n] = torch.stack(buf["x"])
+        M = torch.zeros(1, n + self.ahead, dtype=torch.bool)
+        M[0, :n] = torch.tensor(buf["obs"])
+        pose6d, param = self.net(X.to(self.ref.device), M.to(self.ref.device))
+        R = sixd_to_rotmat(pose6d[0].float().cpu().reshape(-1, 24, 6))
+        t = to_real_camera(param[0].float().cpu(), buf["fn"])
+        cur = (R[n - 1].numpy(), t[n - 1].numpy())
+        ahead = (R[-1].numpy(), t[-1].numpy()) if self.ahead else None
+        return cur, ahead

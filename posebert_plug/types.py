@@ -1,0 +1,301 @@
+"""Core data types shared by adapters, tracker, model and renderer.
+
+Units and frames
+- pixels: image coordinates, origin top-left, x right, y down.
+- camera frame: OpenCV (x right, y down, z forward), metres.
+- SMPL rotations: (24, 3, 3) local rotation matrices in SMPL-24 order, index 0
+  the global orientation in the camera frame; ``transl`` the camera-frame
+  pelvis position, metres.
+- frame indices: 0-based indices of video frames; missing frames stay missing.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from .skeletons import get_skeleton
+
+__all__ = ["Detection", "FrameDetections", "VideoInfo", "Track", "RefinedTrack", "save_tracks", "load_tracks"]
+
+
+def _arr(x, shape, name, dtype=np.float32):
+    """Validate an optional array against a shape pattern (None = any size in that axis)."""
+    if x is None:
+        return None
+    a = np.asarray(x, dtype=dtype)
+    if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape)):
+        pattern = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{name}: expected shape {pattern}, got {a.shape}")
+    return a
+
+
+@dataclass
+class VideoInfo:
+    """width, height in pixels; fps; num_frames (may be 0 when unknown); focal_px: the
+    camera focal length in pixels when the estimator defines one, else None."""
+
+    width: int
+    height: int
+    fps: float = 30.0
+    num_frames: int = 0
+    focal_px: float | None = None
+
+    def to_dict(self):
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class Detection:
+    """One person in one frame, as an estimator saw it.
+
+    frame: 0-based frame index. box: (4,) xyxy pixels. score: detection confidence in [0, 1].
+    kp2d: (K, 2) pixels in layout ``layout2d``; kp2d_conf: (K,) in [0, 1] (0 = missing).
+    kp3d: (K3, 3) metres in layout ``layout3d``, camera frame (or root-relative if
+        ``kp3d_root_relative``).
+    rotmats: (24, 3, 3) SMPL local rotations, root in the camera frame; betas: (10,);
+    transl: (3,) camera-frame pelvis position, metres.
+    track_id: identity given by the estimator, if any. source: estimator name.
+    """
+
+    frame: int
+    box: np.ndarray | None = None
+    score: float = 1.0
+    kp2d: np.ndarray | None = None
+    kp2d_conf: np.ndarray | None = None
+    layout2d: str | None = None
+    kp3d: np.ndarray | None = None
+    layout3d: str | None = None
+    kp3d_root_relative: bool = False
+    rotmats: np.ndarray | None = None
+    betas: np.ndarray | None = None
+    transl: np.ndarray | None = None
+    track_id: int | None = None
+    source: str = ""
+
+    def __post_init__(self):
+        self.frame = int(self.frame)
+        if self.frame < 0:
+            raise ValueError(f"frame index must be >= 0, got {self.frame}")
+        self.box = _arr(self.box, (4,), "box")
+        if self.kp2d is not None:
+            if self.layout2d is None:
+                raise ValueError("kp2d given without layout2d (e.g. 'coco17')")
+            K = get_skeleton(self.layout2d).num_joints
+            self.kp2d = _arr(self.kp2d, (K, 2), f"kp2d ({self.layout2d})")
+            self.kp2d_conf = np.ones(K, np.float32) if self.kp2d_conf is None else _arr(self.kp2d_conf, (K,), "kp2d_conf")
+            bad = ~np.isfinite(self.kp2d).all(-1)
+            if bad.any():  # NaN keypoints are missing keypoints
+                self.kp2d = np.where(bad[:, None], 0.0, self.kp2d).astype(np.float32)
+                self.kp2d_conf = np.where(bad, 0.0, self.kp2d_conf).astype(np.float32)
+        if self.kp3d is not None:
+            if self.layout3d is None:
+                raise ValueError("kp3d given without layout3d (e.g. 'h36m17')")
+            K = get_skeleton(self.layout3d).num_joints
+            self.kp3d = _arr(self.kp3d, (K, 3), f"kp3d ({self.layout3d})")
+        self.rotmats = _arr(self.rotmats, (24, 3, 3), "rotmats")
+        self.betas = _arr(self.betas, (None,), "betas")
+        self.transl = _arr(self.transl, (3,), "transl")
+        if self.box is None and self.kp2d is not None:
+            vis = self.kp2d_conf > 0
+            if vis.any():
+                p = self.kp2d[vis]
+                self.box = np.array([*p.min(0), *p.max(0)], np.float32)
+
+    @property
+    def xyxy(self):
+        return self.box
+
+    @property
+    def xywh(self):
+        b = self.box
+        return None if b is None else np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2, b[2] - b[0], b[3] - b[1]])
+
+    def to_dict(self) -> dict:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+
+
+@dataclass
+class FrameDetections:
+    """All detections of one frame (possibly none)."""
+
+    frame: int
+    detections: list = field(default_factory=list)
+
+    def __len__(self):
+        return len(self.detections)
+
+    def __iter__(self):
+        return iter(self.detections)
+
+    @property
+    def xyxy(self) -> np.ndarray:
+        """(N, 4) boxes, pixels."""
+        return np.stack([d.box for d in self.detections]) if self.detections else np.zeros((0, 4), np.float32)
+
+
+def _jsonable(v):
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    return v
+
+
+@dataclass
+class Track:
+    """One identity over time: frames from first to last appearance, gaps marked.
+
+    frames (N,) int, consecutive; observed (N,) bool. Per-frame arrays hold NaN
+    where not observed: kp2d (N, K, 2) pixels, kp2d_conf (N, K), kp3d (N, K3, 3)
+    metres, rotmats (N, 24, 3, 3), transl (N, 3) metres, boxes (N, 4) pixels,
+    scores (N,). betas (10,) or None. video: the :class:`VideoInfo`.
+    """
+
+    track_id: int
+    frames: np.ndarray
+    observed: np.ndarray
+    video: VideoInfo
+    boxes: np.ndarray
+    scores: np.ndarray
+    kp2d: np.ndarray | None = None
+    kp2d_conf: np.ndarray | None = None
+    layout2d: str | None = None
+    kp3d: np.ndarray | None = None
+    layout3d: str | None = None
+    kp3d_root_relative: bool = False
+    rotmats: np.ndarray | None = None
+    transl: np.ndarray | None = None
+    betas: np.ndarray | None = None
+
+    def __len__(self):
+        return int(len(self.frames))
+
+    @property
+    def num_observed(self) -> int:
+        return int(self.observed.sum())
+
+    @classmethod
+    def from_detections(cls, track_id: int, detections: list, video: VideoInfo) -> "Track":
+        """Build a track from detections of one identity (any frame order, one per frame)."""
+        if not detections:
+            raise ValueError(f"track {track_id}: no detections")
+        dets = sorted(detections, key=lambda d: d.frame)
+        fr = [d.frame for d in dets]
+        if len(set(fr)) != len(fr):
+            raise ValueError(f"track {track_id}: two detections in one frame ({sorted(set(f for f in fr if fr.count(f) > 1))[:5]})")
+        first, last = fr[0], fr[-1]
+        N = last - first + 1
+        idx = np.array(fr) - first
+        obs = np.zeros(N, bool)
+        obs[idx] = True
+
+        def stack(attr, shape):
+            vals = [getattr(d, attr) for d in dets]
+            if all(v is None for v in vals):
+                return None
+            out = np.full((N,) + shape, np.nan, np.float32)
+            for i, v in zip(idx, vals):
+                if v is not None:
+                    out[i] = v
+            return out
+
+        d0 = dets[0]
+        K2 = get_skeleton(d0.layout2d).num_joints if d0.layout2d else 0
+        K3 = get_skeleton(d0.layout3d).num_joints if d0.layout3d else 0
+        for d in dets:
+            if d.layout2d != d0.layout2d or d.layout3d != d0.layout3d:
+                raise ValueError(f"track {track_id}: mixed keypoint layouts ({d0.layout2d}/{d0.layout3d} vs "
+                                 f"{d.layout2d}/{d.layout3d} at frame {d.frame})")
+        conf = stack("kp2d_conf", (K2,)) if K2 else None
+        if conf is not None:
+            conf = np.nan_to_num(conf, nan=0.0)
+        betas = [d.betas for d in dets if d.betas is not None]
+        scores = np.full(N, np.nan, np.float32)
+        scores[idx] = [d.score for d in dets]
+        return cls(track_id, np.arange(first, last + 1), obs, video,
+                   boxes=stack("box", (4,)) if any(d.box is not None for d in dets) else np.full((N, 4), np.nan, np.float32),
+                   scores=scores, kp2d=stack("kp2d", (K2, 2)) if K2 else None, kp2d_conf=conf, layout2d=d0.layout2d,
+                   kp3d=stack("kp3d", (K3, 3)) if K3 else None, layout3d=d0.layout3d,
+                   kp3d_root_relative=d0.kp3d_root_relative, rotmats=stack("rotmats", (24, 3, 3)),
+                   transl=stack("transl", (3,)),
+                   betas=np.median(np.stack(betas), 0).astype(np.float32) if betas else None)
+
+
+@dataclass
+class RefinedTrack:
+    """PoseBERT's output for one track.
+
+    frames (N,) int; rotmats (N, 24, 3, 3) SMPL local rotations (root in the camera
+    frame); transl (N, 3) camera-frame pelvis, metres; joints (N, 24, 3) camera-frame
+    SMPL-24 joints, metres; observed (N,) bool (False = filled by the model);
+    betas (10,) (from the input when given, else zeros); preset: the model used.
+    """
+
+    track_id: int
+    frames: np.ndarray
+    rotmats: np.ndarray
+    transl: np.ndarray
+    joints: np.ndarray
+    observed: np.ndarray
+    betas: np.ndarray
+    preset: str
+    video: VideoInfo | None = None
+
+    def __len__(self):
+        return int(len(self.frames))
+
+    @property
+    def filled(self) -> np.ndarray:
+        return ~self.observed
+
+    def to_dict(self) -> dict:
+        return {"track_id": int(self.track_id), "frames": self.frames.astype(np.int64), "rotmats": self.rotmats,
+                "transl": self.transl, "joints": self.joints, "observed": self.observed, "betas": self.betas,
+                "preset": self.preset}
+
+    def to_json(self) -> str:
+        return json.dumps({k: _jsonable(v) for k, v in self.to_dict().items()})
+
+
+def save_tracks(path, tracks: list, video: VideoInfo | None = None) -> None:
+    """Write RefinedTracks to ``.npz`` (keys ``track<i>_<field>``) or ``.json``, atomically."""
+    path = os.fspath(path)
+    tmp = path + ".part"
+    if path.endswith(".json"):
+        with open(tmp, "w") as f:
+            json.dump({"video": video.to_dict() if video else None,
+                       "tracks": [{k: _jsonable(v) for k, v in t.to_dict().items()} for t in tracks]}, f)
+    else:
+        arrays = {"num_tracks": np.array(len(tracks))}
+        if video is not None:
+            arrays["video"] = np.array(json.dumps(video.to_dict()))
+        for i, t in enumerate(tracks):
+            for k, v in t.to_dict().items():
+                arrays[f"track{i}_{k}"] = np.asarray(v)
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    os.replace(tmp, path)
+
+
+def load_tracks(path) -> list:
+    """Read RefinedTracks written by :func:`save_tracks` (``.npz`` or ``.json``); no pickles."""
+    path = os.fspath(path)
+    if path.endswith(".json"):
+        with open(path) as f:
+            d = json.load(f)
+        items = d["tracks"]
+    else:
+        with np.load(path, allow_pickle=False) as z:
+            n = int(z["num_tracks"])
+            items = [{k: z[f"track{i}_{k}"] for k in ("track_id", "frames", "rotmats", "transl", "joints", "observed",
+                                                       "betas", "preset")} for i in range(n)]
+    out = []
+    for it in items:
+        out.append(RefinedTrack(int(np.asarray(it["track_id"])), np.asarray(it["frames"], np.int64),
+                                np.asarray(it["rotmats"], np.float32), np.asarray(it["transl"], np.float32),
+                                np.asarray(it["joints"], np.float32), np.asarray(it["observed"], bool),
+                                np.asarray(it["betas"], np.float32), str(np.asarray(it["preset"]))))
+    return out

@@ -1,0 +1,121 @@
+"""Issue 4: PoseBERT model, presets, training command, checkpoints."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from posebert_plug import available_presets, load_model
+from posebert_plug.features import canonical_rotation, kp3d_features, normalise_bones
+from posebert_plug.model import PoseBERT
+from posebert_plug.presets import get_preset, save_checkpoint, build_training_batch
+
+
+def test_presets_registered():
+    assert {"smpl", "kp3d-h36m17", "kp3d-mediapipe33", "kp2d-coco17"} <= set(available_presets())
+    assert get_preset("kp3d-h36m17").in_dim == 3 * 17 + 6 + 2 * 17
+    assert get_preset("kp2d-coco17").in_dim == 51
+    with pytest.raises(KeyError, match="unknown preset"):
+        get_preset("kp2d-openpose25")
+
+
+def test_masked_frames_content_is_not_attended():
+    torch.manual_seed(0)
+    m = PoseBERT(in_dim=12, num_joints=2, dim=32, depth=2, heads=4, mlp_dim=64).eval()
+    with torch.no_grad():
+        for p in m.regressor.parameters():
+            p.normal_(0, 0.1)
+    x = torch.randn(1, 10, 12)
+    obs = torch.ones(1, 10, dtype=torch.bool)
+    obs[0, 3:6] = False
+    x2 = x.clone()
+    x2[0, 3:6] = torch.randn(3, 12) * 100  # garbage in masked frames
+    x2[0, 4] = float("nan")
+    a, b = m(x, obs), m(x2, obs)
+    assert torch.allclose(a[0], b[0], atol=1e-5) and torch.allclose(a[1], b[1], atol=1e-5)
+    x3 = x.clone()
+    x3[0, 0] += 1.0  # an observed frame does change the output
+    assert not torch.allclose(m(x3, obs)[0], a[0])
+    # Nothing observed: defined output (the prior), no NaN.
+    out = m(x, torch.zeros(1, 10, dtype=torch.bool))
+    assert torch.isfinite(out[0]).all()
+
+
+def test_regression_starts_from_the_mean_pose():
+    m = PoseBERT(in_dim=8, num_joints=3, dim=16, depth=3, heads=2, mlp_dim=32)
+    outs = m(torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.bool), return_all=True)
+    assert len(outs) == 3  # one estimate per block (unrolled regressor)
+    assert torch.allclose(outs[0][0], m.mean_theta[:-3].expand(2, 5, -1))  # zero-initialised last layer
+
+
+def test_canonical_frame_and_bone_normalisation(body):
+    kp = body.pose_keypoints(torch.eye(3).expand(1, 24, 3, 3), None, "h36m17")[0]
+    import roma
+    Rrand = roma.random_rotmat()
+    rotated = kp @ Rrand.T + torch.tensor([1.0, 2.0, 5.0])
+    R = canonical_rotation(rotated, "h36m17")
+    assert torch.allclose(R @ Rrand, canonical_rotation(kp, "h36m17"), atol=1e-5)  # the frame follows the body
+    bl = torch.full((17,), 0.2)
+    n = normalise_bones(rotated * 1.7, "h36m17", bl)
+    from posebert_plug.skeletons import get_skeleton
+    for c, p in get_skeleton("h36m17").bones:
+        assert abs((n[c] - n[p]).norm() - 0.2) < 1e-5
+    f1 = kp3d_features(kp, torch.zeros(17, 2), "h36m17", bl)
+    f2 = kp3d_features(rotated, torch.zeros(17, 2), "h36m17", bl)
+    assert torch.allclose(f1[:51], f2[:51], atol=1e-5)  # canonical keypoints invariant to the rigid motion
+
+
+def test_training_batch_shapes(body, tiny_cache):
+    from posebert_plug.mocap.dataset import MotionCache
+    c = MotionCache(tiny_cache / "train.npz")
+    rot6d, tr = c.sample(4, 32, np.random.default_rng(0))
+    for name in available_presets():
+        b = build_training_batch(name, rot6d, tr, body, torch.Generator().manual_seed(0))
+        assert b["x"].shape == (4, 32, get_preset(name).in_dim)
+        assert torch.isfinite(b["x"]).all() and b["observed"].any(1).all()
+
+
+def test_train_command_writes_a_loadable_checkpoint(tiny_cache, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "posebert_plug.train", "--preset", "smpl", "--cache", str(tiny_cache),
+           "--steps", "50", "--batch", "8", "--val-every", "25", "--save-every", "25", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "step 50: val corrupted MPJPE" in r.stdout
+    log = json.load(open(out / "log.json"))
+    assert log[-1]["step"] == 50
+    m = load_model("smpl", checkpoint=str(out / "model.pt"))
+    assert m.preset.name == "smpl"
+    x = torch.randn(1, 16, m.config["in_dim"])
+    pose, param = m(x, torch.ones(1, 16, dtype=torch.bool))
+    assert pose.shape == (1, 16, 144) and param.shape == (1, 16, 3)
+    # Resumable: a second call continues from last.pt.
+    r = subprocess.run(cmd[:-6] + ["--steps", "55", "--val-every", "100", "--out", str(out)], capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0 and "resumed from" in r.stdout
+
+
+def test_missing_cache_is_a_clear_error(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "posebert_plug.train", "--preset", "smpl", "--cache", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "posebert-data build" in r.stderr
+
+
+def test_checkpoint_loading_is_weights_only_and_checked(tmp_path):
+    m = PoseBERT(in_dim=192, dim=32, depth=1, heads=2, mlp_dim=32, init_from_input=(0, 144))
+    save_checkpoint(m, "smpl", tmp_path / "m.pt")
+    back = load_model("smpl", checkpoint=str(tmp_path / "m.pt"))
+    assert back.config["dim"] == 32
+    # A file holding arbitrary objects is refused by weights_only loading.
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+    torch.save({"config": {}, "state_dict": {}, "preset": "smpl", "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(Exception):
+        load_model("smpl", checkpoint=str(tmp_path / "evil.pt"))
+    assert not (tmp_path / "pwned").exists()
