@@ -1,0 +1,10 @@
+"""Estimator adapters: ``adapters.available()`` lists them, ``adapters.get(name)`` returns the class.
+
+Each converts an estimator's real output into ``list[FrameDetections]`` (see
+``posebert_plug.types``), following its documented format to the key and unit.
+"""
+from .base import Adapter, AdapterError, available, get
+from .safe_load import UnsafeFileError, safe_joblib_load, safe_pickle_load
+from . import hybrik, smpl_estimators, mmpose, yolo, mediapipe_adapter  # noqa: F401 (registration)
+
+__all__ = ["Adapter", "AdapterError", "UnsafeFileError", "available", "get", "safe_pickle_load", "safe_joblib_load"]

@@ -253,7 +253,7 @@ def _fill_uncovered(R, param, covered):
 
 def refine_tracks(detections, model="auto", device="auto", window: int = 64, stride: int = 16,
                   policy: ConfidencePolicy | None = None, video: VideoInfo | None = None,
-                  batch_size: int = 256, extra_frames: int = 0) -> list:
+                  batch_size: int = 256, extra_frames: int = 0, model_fps: float = 30.0) -> list:
     """Refine tracks with PoseBERT.
 
     detections: Tracks, or FrameDetections/Detections (grouped by ``track_id`` when
@@ -262,6 +262,8 @@ def refine_tracks(detections, model="auto", device="auto", window: int = 64, str
     device: ``"auto"`` (GPU when present), ``"cpu"``, ``"cuda"``.
     window/stride: window length (<= the model's 256) and hop between windows.
     extra_frames: mask tokens appended after each track (future prediction).
+    model_fps: the models are trained at 30 fps; a video at 30/k fps (k integer >= 2, e.g. 10 or 15 fps)
+        is refined at 30 fps with k-1 masked frames between its frames, then sampled back.
     Returns one :class:`RefinedTrack` per input track (empty list for no tracks).
     An all-missing track raises ValueError naming it.
     """
@@ -288,11 +290,20 @@ def refine_tracks(detections, model="auto", device="auto", window: int = 64, str
             if extra_frames:
                 x = torch.cat([x, torch.zeros(extra_frames, x.shape[-1])])
                 obs = torch.cat([obs, torch.zeros(extra_frames, dtype=torch.bool)])
+            k = _upsample_factor(t.video, model_fps)
+            if k > 1:  # interleave k-1 masked frames: the model runs at its own frame rate
+                xu = torch.zeros(len(x) * k, x.shape[-1])
+                ou = torch.zeros(len(x) * k, dtype=torch.bool)
+                xu[::k], ou[::k] = x, obs
+                x, obs = xu, ou
             items.append((x, obs))
         outs = ref.run(items, net, window=window, stride=stride, batch_size=batch_size)
         for t, (x, obs), (_, _, fn), (p6, param, covered) in zip(ts, items, encoded, outs):
             R = sixd_to_rotmat(p6.reshape(-1, 24, 6))
             R, param = _fill_uncovered(R, param, covered)
+            k = _upsample_factor(t.video, model_fps)
+            if k > 1:
+                R, param, x, obs = R[::k], param[::k], x[::k], obs[::k]
             transl = to_real_camera(param, fn)
             joints = ref.body.pose_keypoints(R, transl, "smpl24")
             n = len(x)
@@ -301,6 +312,13 @@ def refine_tracks(detections, model="auto", device="auto", window: int = 64, str
             results[id(t)] = RefinedTrack(t.track_id, frames, R.numpy(), transl.numpy(), joints.numpy(),
                                           obs.numpy().astype(bool), np.asarray(betas, np.float32), preset, t.video)
     return [results[id(t)] for t in tracks]
+
+
+def _upsample_factor(video, model_fps):
+    if video is None or not video.fps:
+        return 1
+    k = model_fps / video.fps
+    return int(round(k)) if k >= 1.5 and abs(k - round(k)) < 0.05 else 1
 
 
 def predict_future(track: Track, n_frames: int, model="auto", device="auto", window: int = 64) -> RefinedTrack:

@@ -2,7 +2,7 @@
 # Debian packages the renderer needs (headless OpenGL: EGL and OSMesa), installed only when missing.
 set -euo pipefail
 need=()
-for pkg in libegl1 libgl1 libosmesa6 libgles2; do
+for pkg in libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libgles2 libosmesa6; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -97,7 +97,7 @@ def list_clips(src):
             roots.append(tmp)
         clips = []
         for root in roots:
-            for dirpath, _, files in os.walk(root):
+            for dirpath, _, files in os.walk(root, followlinks=True):
                 if tmp is not None and root == src and dirpath.startswith(tmp):
                     continue
                 for f in files:

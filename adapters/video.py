@@ -1,0 +1,140 @@
+"""Video reading with PyAV: frame indices, size, fps, batched decoding.
+
+Frames are numbered 0.. in decoding order; frames that fail to decode are
+skipped and their index stays unused (later frames are not shifted).
+Images are (H, W, 3) uint8 RGB.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from posebert_plug.types import VideoInfo
+
+__all__ = ["VideoError", "probe", "iter_frames", "iter_batches", "VideoWriter"]
+
+
+class VideoError(ValueError):
+    pass
+
+
+def _open(path):
+    import av
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise VideoError(f"{path}: no such video file")
+    if os.path.getsize(path) == 0:
+        raise VideoError(f"{path}: the file is empty")
+    try:
+        c = av.open(path)
+    except Exception as e:
+        raise VideoError(f"{path}: not a readable video ({type(e).__name__}: {e})") from None
+    if not c.streams.video:
+        c.close()
+        raise VideoError(f"{path}: contains no video stream")
+    return c
+
+
+def probe(path) -> VideoInfo:
+    """Size, fps and frame count (0 when the container does not say) of a video."""
+    c = _open(path)
+    try:
+        s = c.streams.video[0]
+        fps = float(s.average_rate or s.guessed_rate or 30)
+        w, h = s.codec_context.width, s.codec_context.height
+        if not w or not h:
+            raise VideoError(f"{path}: video stream has no frame size")
+        return VideoInfo(int(w), int(h), fps, int(s.frames or 0))
+    finally:
+        c.close()
+
+
+def iter_frames(path, start: int = 0, stop: int | None = None, step: int = 1):
+    """Yield (frame_index, image (H, W, 3) uint8 RGB). Undecodable frames are skipped
+    (their index is not reused); a video with no decodable frame raises VideoError."""
+    c = _open(path)
+    n_ok = 0
+    try:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        idx = -1
+        for packet in c.demux(s):
+            try:
+                frames = packet.decode()
+            except Exception:
+                idx += 1  # a corrupt packet: its frame stays missing
+                continue
+            for fr in frames:
+                idx += 1
+                if idx < start or (idx - start) % step:
+                    continue
+                if stop is not None and idx >= stop:
+                    return
+                n_ok += 1
+                yield idx, fr.to_ndarray(format="rgb24")
+    finally:
+        c.close()
+    if n_ok == 0 and start == 0:
+        raise VideoError(f"{path}: no decodable frame (corrupt or empty video)")
+
+
+def iter_batches(path, batch_size: int = 16, **kw):
+    """Yield (indices list, images list) in batches."""
+    idx, imgs = [], []
+    for i, im in iter_frames(path, **kw):
+        idx.append(i)
+        imgs.append(im)
+        if len(idx) == batch_size:
+            yield idx, imgs
+            idx, imgs = [], []
+    if idx:
+        yield idx, imgs
+
+
+class VideoWriter:
+    """H.264 MP4 writer (PyAV), atomic: frames go to ``<path>.part`` and the file appears on close()."""
+
+    def __init__(self, path, width: int, height: int, fps: float = 30.0, crf: int = 23):
+        import av
+        from fractions import Fraction
+        self.path = os.fspath(path)
+        self.tmp = self.path + ".part.mp4"
+        self.c = av.open(self.tmp, "w")
+        self.s = self.c.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4",
+                                   rate=Fraction(fps).limit_denominator(1000))
+        self.s.width, self.s.height = width - width % 2, height - height % 2
+        self.s.pix_fmt = "yuv420p"
+        if self.s.codec_context.name == "libx264":
+            self.s.options = {"crf": str(crf), "preset": "veryfast"}
+        self.frames = 0
+
+    def write(self, image: np.ndarray):
+        import av
+        im = np.ascontiguousarray(image[: self.s.height, : self.s.width, :3])
+        for p in self.s.encode(av.VideoFrame.from_ndarray(im, format="rgb24")):
+            self.c.mux(p)
+        self.frames += 1
+
+    def close(self):
+        for p in self.s.encode():
+            self.c.mux(p)
+        self.c.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self):
+        try:
+            self.c.close()
+        finally:
+            if os.path.exists(self.tmp):
+                os.remove(self.tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

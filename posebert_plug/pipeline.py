@@ -1,0 +1,225 @@
+"""The whole job: video -> detections -> tracks -> PoseBERT (+ baseline) -> renders and files.
+
+``Pipeline(estimator="yolo", ...).run(video, out_dir)`` mirrors the
+``posebert-refine`` command line; every CLI flag is a constructor argument.
+Outputs are written into ``<out>/.partial-<pid>/`` and moved into ``<out>``
+only when everything succeeded, so an interrupted run never leaves files that
+pass for complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .types import RefinedTrack, Track, VideoInfo, save_tracks
+
+
+class PipelineError(Exception):
+    """A user-facing failure; ``code`` is the process exit status."""
+
+    def __init__(self, message, code=2):
+        super().__init__(message)
+        self.code = code
+
+
+EXIT_CODES = {0: "success", 1: "internal error", 2: "bad input or usage (unreadable video, unknown estimator, "
+              "unwritable output folder, malformed estimator file)", 3: "nobody detected or tracked in the video"}
+
+
+@dataclass
+class Pipeline:
+    estimator: str = "yolo"
+    estimator_output: str | None = None
+    preset: str = "auto"
+    smpl_dir: str | None = None
+    device: str = "auto"
+    baselines: tuple = ("savgol",)
+    online: bool = False
+    predict_ahead: int = 0
+    imgsz: int = 960
+    yolo_weights: str | None = None
+    renderer: str = "auto"
+    render: bool = True
+    skeleton_only: bool = False
+    side_by_side: bool = True
+    plots: bool = True
+    bvh: bool = True
+    max_frames: int | None = None
+    progress: bool = True
+    timings: dict = field(default_factory=dict)
+
+    # ---- stages -----------------------------------------------------------------------
+    def detect(self, video_path, video: VideoInfo) -> list:
+        import adapters
+        try:
+            cls = adapters.get(self.estimator)
+        except KeyError as e:
+            raise PipelineError(str(e).strip("'\""), 2) from None
+        opts = {"imgsz": self.imgsz, "weights": self.yolo_weights} if self.estimator.startswith("yolo") else {}
+        ad = cls(**opts)
+        if ad.live and self.estimator_output is None:
+            from tqdm import tqdm
+            frames = []
+            total = video.num_frames or None
+            if self.max_frames:
+                total = min(total or self.max_frames, self.max_frames)
+            bar = tqdm(total=total, desc=f"detect ({self.estimator})", unit="frame", disable=not self.progress)
+            try:
+                for fd in ad.run(video_path, video):
+                    if self.max_frames and fd.frame >= self.max_frames:
+                        break
+                    frames.append(fd)
+                    bar.update(1)
+            except adapters.AdapterError as e:
+                raise PipelineError(str(e), 2) from None
+            finally:
+                bar.close()
+            return frames
+        if self.estimator_output is None:
+            raise PipelineError(f"estimator {self.estimator!r} runs as its own project: pass its output file with "
+                                f"--estimator-output ({cls.reads})", 2)
+        if not os.path.isfile(self.estimator_output):
+            raise PipelineError(f"{self.estimator_output}: no such estimator output file", 2)
+        try:
+            return ad.read(self.estimator_output, video)
+        except (adapters.AdapterError, adapters.UnsafeFileError, ValueError) as e:
+            raise PipelineError(f"{self.estimator}: {e}", 2) from None
+
+    def track(self, frames, video) -> list:
+        from tracking import track_detections
+        dets = [d for f in frames for d in f.detections]
+        if dets and all(d.track_id is not None for d in dets):
+            groups = {}
+            for d in dets:
+                groups.setdefault(d.track_id, []).append(d)
+            return [Track.from_detections(k, g, video) for k, g in sorted(groups.items())]
+        return track_detections(frames, video, progress=self.progress)
+
+    def refine(self, tracks, video) -> list:
+        from .refine import OnlineRefiner, refine_tracks
+        if not self.online:
+            return refine_tracks(tracks, model=self.preset, device=self.device)
+        from .refine import choose_preset
+        out = []
+        for t in tracks:
+            preset = choose_preset(t) if self.preset == "auto" else self.preset
+            on = OnlineRefiner(preset, video=video, predict_ahead=self.predict_ahead, device=self.device)
+            Rs, ts = [], []
+            for i, f in enumerate(t.frames):
+                det = _detection_of(t, i) if t.observed[i] else None
+                cur, ahead = on.step(t.track_id, det)
+                pose = ahead if (self.predict_ahead and ahead is not None) else cur
+                if pose is None:
+                    pose = (np.tile(np.eye(3), (24, 1, 1)), np.array([0, 0, 5.0]))
+                Rs.append(pose[0])
+                ts.append(pose[1])
+            R, tr = torch.as_tensor(np.stack(Rs)).float(), torch.as_tensor(np.stack(ts)).float()
+            from .body_model import DefaultBodyModel
+            J = DefaultBodyModel().pose_keypoints(R, tr, "smpl24")
+            out.append(RefinedTrack(t.track_id, t.frames, R.numpy(), tr.numpy(), J.numpy(), t.observed.copy(),
+                                    t.betas if t.betas is not None else np.zeros(10, np.float32), preset, video))
+        return out
+
+    def baseline(self, tracks, video, name="savgol"):
+        """Per-track baseline on the estimator's own outputs: dict track_id -> dict of arrays."""
+        from . import baselines as B
+        out = {}
+        for t in tracks:
+            if t.num_observed == 0:
+                continue
+            d = {}
+            if t.rotmats is not None:
+                ok = t.observed & np.isfinite(t.rotmats).all((1, 2, 3))
+                if ok.any():
+                    d["rotmats"] = B.savgol_rotations(np.nan_to_num(t.rotmats), ok) if name == "savgol" else \
+                        B.nearest_fill(t.rotmats, ok)
+                    if t.transl is not None:
+                        d["transl"] = B.savgol(np.nan_to_num(t.transl), ok)
+            if t.kp2d is not None:
+                ok = t.observed & np.isfinite(t.kp2d).all((1, 2))
+                if ok.any():
+                    d["kp2d"] = B.savgol(np.nan_to_num(t.kp2d), ok) if name == "savgol" else B.nearest_fill(t.kp2d, ok)
+            out[t.track_id] = d
+        return out
+
+    # ---- the whole job ---------------------------------------------------------------
+    def run(self, video_path, out_dir) -> dict:
+        from .pipeline_outputs import write_outputs
+        t0 = time.time()
+        from adapters.video import VideoError, probe
+        try:
+            video = probe(video_path)
+        except VideoError as e:
+            raise PipelineError(str(e), 2) from None
+        stage = _prepare_out(out_dir)
+        try:
+            t = time.time()
+            frames = self.detect(video_path, video)
+            self.timings["detect"] = time.time() - t
+            n_frames = max([f.frame for f in frames], default=-1) + 1
+            n_dets = sum(len(f) for f in frames)
+            if n_dets == 0:
+                raise PipelineError(f"{video_path}: nobody detected in {len(frames)} frames", 3)
+            t = time.time()
+            tracks = self.track(frames, video)
+            self.timings["track"] = time.time() - t
+            if not tracks:
+                raise PipelineError(f"{video_path}: {n_dets} detections but no track long enough "
+                                    "(people seen for fewer than 5 frames)", 3)
+            t = time.time()
+            refined = self.refine(tracks, video)
+            self.timings["refine"] = time.time() - t
+            t = time.time()
+            base = {name: self.baseline(tracks, video, name) for name in self.baselines}
+            self.timings["baseline"] = time.time() - t
+            summary = write_outputs(self, stage, video_path, video, frames, tracks, refined, base)
+            _publish(stage, out_dir)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        self.timings["total"] = time.time() - t0
+        summary.update({"frames": n_frames, "detections": n_dets, "timings": dict(self.timings)})
+        with open(os.path.join(out_dir, "summary.json.part"), "w") as f:
+            json.dump(summary, f, indent=1)
+        os.replace(os.path.join(out_dir, "summary.json.part"), os.path.join(out_dir, "summary.json"))
+        return summary
+
+
+def _detection_of(t: Track, i: int):
+    from .types import Detection
+    g = lambda a: None if a is None else a[i]
+    return Detection(int(t.frames[i]), box=g(t.boxes) if t.boxes is not None and np.isfinite(t.boxes[i]).all() else None,
+                     score=float(np.nan_to_num(t.scores[i], nan=1.0)), kp2d=g(t.kp2d), kp2d_conf=g(t.kp2d_conf),
+                     layout2d=t.layout2d if t.kp2d is not None else None, kp3d=g(t.kp3d),
+                     layout3d=t.layout3d if t.kp3d is not None else None, kp3d_root_relative=t.kp3d_root_relative,
+                     rotmats=g(t.rotmats), transl=g(t.transl))
+
+
+def _prepare_out(out_dir) -> str:
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        stage = os.path.join(out_dir, f".partial-{os.getpid()}")
+        os.makedirs(stage, exist_ok=True)
+        probe_file = os.path.join(stage, ".write-test")
+        with open(probe_file, "w") as f:
+            f.write("ok")
+        os.remove(probe_file)
+    except OSError as e:
+        raise PipelineError(f"output folder {out_dir!r} is not writable ({e.strerror})", 2) from None
+    return stage
+
+
+def _publish(stage, out_dir):
+    for name in os.listdir(stage):
+        dst = os.path.join(out_dir, name)
+        if os.path.isdir(dst) and not os.path.islink(dst):
+            shutil.rmtree(dst)
+        os.replace(os.path.join(stage, name), dst)
+    os.rmdir(stage)

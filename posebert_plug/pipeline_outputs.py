@@ -1,0 +1,227 @@
+"""What ``posebert-refine`` writes: results (npz/json), overlay and side-by-side videos, plots, BVH.
+
+All files are written into the pipeline's staging folder; frames are streamed
+from the video (never all held in memory).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+
+from .camera import focal_norm
+from .skeletons import get_skeleton
+from .types import save_tracks
+
+R_CAM = np.diag([1.0, -1.0, -1.0])  # camera frame (y down) <-> Y-up world
+
+
+def _focal_px(video):
+    return video.focal_px if video.focal_px else focal_norm(None, video.width, video.height) * max(video.width, video.height) / 2
+
+
+def _draw_skeleton(img, kp, conf, layout, colour, radius=2):
+    from PIL import Image, ImageDraw
+    im = Image.fromarray(img)
+    d = ImageDraw.Draw(im)
+    col = tuple(int(c * 255) for c in colour)
+    for c, p in get_skeleton(layout).bones:
+        if conf[c] > 0 and conf[p] > 0 and np.isfinite(kp[[c, p]]).all():
+            d.line([tuple(kp[p]), tuple(kp[c])], fill=col, width=2)
+    for k, c in zip(kp, conf):
+        if c > 0 and np.isfinite(k).all():
+            d.ellipse([k[0] - radius, k[1] - radius, k[0] + radius, k[1] + radius], fill=col)
+    return np.asarray(im)
+
+
+def _label(img, text):
+    from PIL import Image, ImageDraw
+    im = Image.fromarray(img)
+    ImageDraw.Draw(im).rectangle([0, 0, 8 * len(text) + 8, 16], fill=(0, 0, 0))
+    ImageDraw.Draw(im).text((4, 2), text, fill=(255, 255, 255))
+    return np.asarray(im)
+
+
+def _project(points, video):
+    f = _focal_px(video)
+    z = np.clip(points[..., 2:3], 1e-3, None)
+    return np.concatenate([f * points[..., :1] / z + video.width / 2, f * points[..., 1:2] / z + video.height / 2], -1)
+
+
+def write_outputs(p, stage, video_path, video, frames, tracks, refined, base) -> dict:
+    from .body_model import load_body_model
+    body = load_body_model("smpl" if p.smpl_dir else "default", model_dir=p.smpl_dir)
+    timings = p.timings
+    t = time.time()
+    save_tracks(os.path.join(stage, "results.npz"), refined, video)
+    save_tracks(os.path.join(stage, "results.json"), refined, video)
+    timings["write_results"] = time.time() - t
+    if p.bvh:
+        t = time.time()
+        write_bvh_tracks(os.path.join(stage, "bvh"), refined, body, video.fps)
+        timings["bvh"] = time.time() - t
+    if p.render:
+        t = time.time()
+        render_videos(p, stage, video_path, video, tracks, refined, base, body)
+        timings["render"] = time.time() - t
+    if p.plots:
+        t = time.time()
+        write_plots(stage, video, tracks, refined, base, body)
+        timings["plots"] = time.time() - t
+    return {"people": len(refined), "tracks": [{"id": int(r.track_id), "frames": int(len(r)),
+                                                "observed": int(r.observed.sum()), "filled": int((~r.observed).sum()),
+                                                "preset": r.preset} for r in refined]}
+
+
+def write_bvh_tracks(folder, refined, body, fps):
+    from .mocap.bvh import write_bvh
+    from .skeletons import SMPL24
+    os.makedirs(folder, exist_ok=True)
+    rest = body.rest_joints.double().numpy()
+    for r in refined:
+        R = r.rotmats.astype(np.float64).copy()
+        R[:, 0] = R_CAM @ R[:, 0]                  # camera frame -> Y-up world
+        root = (r.transl.astype(np.float64) + rest[0]) @ R_CAM.T
+        write_bvh(os.path.join(folder, f"track_{r.track_id:03d}.bvh"), list(SMPL24.joints), list(SMPL24.parents),
+                  rest, R, root, fps=fps)
+
+
+def render_videos(p, stage, video_path, video, tracks, refined, base, body):
+    from adapters.video import VideoWriter, iter_frames
+    from render import get_renderer, track_colour
+    from tqdm import tqdm
+    renderer = None if p.skeleton_only else get_renderer(p.renderer)
+    f_px = _focal_px(video)
+    by_frame = {}
+    for r in refined:
+        for i, f in enumerate(r.frames):
+            by_frame.setdefault(int(f), []).append((r, i))
+    tr_by_id = {t.track_id: t for t in tracks}
+    coco = "coco17"
+    W, H = video.width, video.height
+    hw, hh = (W // 2) - (W // 2) % 2, (H // 2) - (H // 2) % 2
+    overlay = VideoWriter(os.path.join(stage, "overlay.mp4"), W, H, video.fps)
+    sbs = VideoWriter(os.path.join(stage, "side_by_side.mp4"), 3 * hw, hh, video.fps) if p.side_by_side else None
+    sg = base.get("savgol", {})
+    total = video.num_frames or None
+    if p.max_frames:
+        total = min(total or p.max_frames, p.max_frames)
+    try:
+        for idx, img in tqdm(iter_frames(video_path, stop=p.max_frames), total=total, desc="render", unit="frame",
+                             disable=not p.progress):
+            items = by_frame.get(idx, [])
+            meshes, skel = [], []
+            if items:
+                R = torch.as_tensor(np.stack([r.rotmats[i] for r, i in items])).float()
+                T = torch.as_tensor(np.stack([r.transl[i] for r, i in items])).float()
+                out = body(R, T, return_vertices=not p.skeleton_only)
+                for k, (r, i) in enumerate(items):
+                    if p.skeleton_only:
+                        kp = _project(body.keypoints(out, coco)[k].numpy() if out.vertices is not None else
+                                      out.joints[k].numpy(), video)
+                        skel.append((kp, r))
+                    else:
+                        meshes.append((out.vertices[k].numpy(), body.faces, track_colour(r.track_id)))
+            if renderer is not None and meshes:
+                ours = renderer.render(img, meshes, f_px)
+            else:
+                ours = img.copy()
+                for kp, r in skel:
+                    layout = "smpl24" if kp.shape[0] == 24 else coco
+                    ours = _draw_skeleton(ours, kp, np.ones(len(kp)), layout, track_colour(r.track_id))
+            overlay.write(ours)
+            if sbs is not None:
+                inp, smo = img.copy(), img.copy()
+                in_meshes, sg_meshes = [], []
+                for r, i in items:
+                    t = tr_by_id.get(r.track_id)
+                    j = int(r.frames[i] - t.frames[0]) if t is not None else -1
+                    if t is None or not (0 <= j < len(t)):
+                        continue
+                    col = track_colour(r.track_id)
+                    if t.rotmats is not None:
+                        if t.observed[j] and np.isfinite(t.rotmats[j]).all() and t.transl is not None:
+                            in_meshes.append((t.rotmats[j], t.transl[j], col))
+                        s = sg.get(t.track_id, {})
+                        if "rotmats" in s and "transl" in s:
+                            sg_meshes.append((s["rotmats"][j], s["transl"][j], col))
+                    elif t.kp2d is not None:
+                        if t.observed[j]:
+                            inp = _draw_skeleton(inp, t.kp2d[j], t.kp2d_conf[j], t.layout2d, col)
+                        s = sg.get(t.track_id, {})
+                        if "kp2d" in s:
+                            smo = _draw_skeleton(smo, s["kp2d"][j], np.ones(len(s["kp2d"][j])), t.layout2d, col)
+                for panel, ms in ((0, in_meshes), (1, sg_meshes)):
+                    if ms and renderer is not None:
+                        Rm = torch.as_tensor(np.stack([m[0] for m in ms])).float()
+                        Tm = torch.as_tensor(np.stack([m[1] for m in ms])).float()
+                        o = body(Rm, Tm)
+                        mm = [(o.vertices[k].numpy(), body.faces, ms[k][2]) for k in range(len(ms))]
+                        if panel == 0:
+                            inp = renderer.render(inp, mm, f_px)
+                        else:
+                            smo = renderer.render(smo, mm, f_px)
+                panels = [_label(_half(x, hw, hh), name) for x, name in
+                          ((inp, "input estimator"), (smo, "Savitzky-Golay"), (ours, "PoseBERT"))]
+                sbs.write(np.concatenate(panels, 1))
+        overlay.close()
+        if sbs is not None:
+            sbs.close()
+    except BaseException:
+        overlay.abort()
+        if sbs is not None:
+            sbs.abort()
+        raise
+
+
+def _half(img, w, h):
+    from PIL import Image
+    return np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
+
+
+def write_plots(stage, video, tracks, refined, base, body):
+    """Per-track 2D acceleration over time (input vs SG vs PoseBERT) and the filled-gap timeline."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    tr_by_id = {t.track_id: t for t in tracks}
+    sg = base.get("savgol", {})
+    n = len(refined)
+    fig, axes = plt.subplots(n + 1, 1, figsize=(10, 2.2 * (n + 1)), squeeze=False)
+
+    def accel(kp):
+        a = kp[2:] - 2 * kp[1:-1] + kp[:-2]
+        return np.nanmean(np.linalg.norm(a, axis=-1), axis=-1)
+
+    for k, r in enumerate(refined):
+        ax = axes[k, 0]
+        t = tr_by_id.get(r.track_id)
+        ours = _project(body.pose_keypoints(torch.as_tensor(r.rotmats).float(), torch.as_tensor(r.transl).float(),
+                                            "smpl24").numpy(), video)
+        if len(r) >= 3:
+            ax.plot(r.frames[1:-1], accel(ours), label="PoseBERT", lw=1)
+        if t is not None and len(t) >= 3:
+            if t.kp2d is not None:
+                ax.plot(t.frames[1:-1], accel(np.where(t.observed[:, None, None], t.kp2d, np.nan)), label="input", lw=0.8, alpha=0.7)
+                if "kp2d" in sg.get(t.track_id, {}):
+                    ax.plot(t.frames[1:-1], accel(sg[t.track_id]["kp2d"]), label="Savitzky-Golay", lw=0.8)
+            elif t.rotmats is not None and t.transl is not None:
+                J = body.pose_keypoints(torch.as_tensor(np.nan_to_num(t.rotmats)).float(),
+                                        torch.as_tensor(np.nan_to_num(t.transl)).float(), "smpl24").numpy()
+                ax.plot(t.frames[1:-1], accel(np.where(t.observed[:, None, None], _project(J, video), np.nan)),
+                        label="input", lw=0.8, alpha=0.7)
+        ax.set_ylabel(f"track {r.track_id}\npx/frame²")
+        ax.legend(loc="upper right", fontsize=7)
+    ax = axes[n, 0]
+    for k, r in enumerate(refined):
+        ax.scatter(r.frames[r.observed], np.full(r.observed.sum(), k), s=2, c="tab:green", label="observed" if k == 0 else None)
+        ax.scatter(r.frames[~r.observed], np.full((~r.observed).sum(), k), s=2, c="tab:red", label="filled" if k == 0 else None)
+    ax.set_ylabel("track")
+    ax.set_xlabel("frame")
+    ax.legend(loc="upper right", fontsize=7)
+    ax.set_title("observed vs filled frames", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(os.path.join(stage, "jitter_and_gaps.png"), dpi=80)
+    plt.close(fig)
