@@ -1,0 +1,172 @@
+"""Issue 5: refine_tracks API, tasks, online mode, confidence, baselines, metrics."""
+import numpy as np
+import pytest
+import roma
+import torch
+
+from conftest import random_motion
+from posebert_plug import baselines as B
+from posebert_plug import metrics as M
+from posebert_plug.refine import ConfidencePolicy, OnlineRefiner, complete_motion, encode_track, predict_future, \
+    refine_tracks
+from posebert_plug.types import Detection, FrameDetections, Track, VideoInfo
+
+V = VideoInfo(1024, 768, 30.0, focal_px=1200.0)
+
+
+def smpl_track(T=50, missing=(), seed=0, tid=0):
+    R, tr = random_motion(T=T, seed=seed)
+    R[:, 0] = np.diag([1.0, -1, -1]) @ R[:, 0]
+    tr = np.column_stack([tr[:, 0], np.full(T, 0.2), 4.0 + tr[:, 2]])
+    dets = [Detection(f, rotmats=R[f], transl=tr[f], betas=np.ones(10) * 0.1) for f in range(T) if f not in set(missing)]
+    return Track.from_detections(tid, dets, V), R, tr
+
+
+def coco_track(T=40, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(300, 600, (17, 2))
+    dets = [Detection(f, kp2d=base + [2 * f, 0], kp2d_conf=np.full(17, 0.9), layout2d="coco17", score=0.9)
+            for f in range(T)]
+    return Track.from_detections(0, dets, V)
+
+
+def test_refine_fills_gaps_and_keeps_lengths():
+    t, R, tr = smpl_track(T=150, missing=range(40, 70))
+    out = refine_tracks([t])[0]
+    assert len(out) == 150 and out.preset == "smpl"
+    assert out.rotmats.shape == (150, 24, 3, 3) and out.joints.shape == (150, 24, 3)
+    assert roma.is_rotation_matrix(torch.as_tensor(out.rotmats), epsilon=1e-4)
+    assert (~out.observed[40:70]).all() and out.observed[:40].all()
+    assert np.isfinite(out.transl).all() and np.allclose(out.betas, 0.1)
+
+
+def test_preset_choice_and_override():
+    t = coco_track()
+    assert refine_tracks([t])[0].preset == "kp2d-coco17"
+    with pytest.raises(ValueError, match="needs SMPL rotations"):
+        refine_tracks([t], model="smpl")
+
+
+def test_windows_blend_without_seams():
+    t, _, _ = smpl_track(T=200)
+    a = refine_tracks([t], stride=16)[0]
+    # Consecutive-frame rotation changes stay as small at window edges as elsewhere.
+    d = roma.rotmat_geodesic_distance(torch.as_tensor(a.rotmats[1:]), torch.as_tensor(a.rotmats[:-1])).mean(-1)
+    assert d.max() < 5 * d.median() + 0.05
+
+
+def test_edge_cases():
+    assert refine_tracks([]) == []
+    one, _, _ = smpl_track(T=1)
+    assert len(refine_tracks([one])[0]) == 1
+    t, _, _ = smpl_track(T=20)
+    t.observed[:] = False
+    with pytest.raises(ValueError, match="no usable observation"):
+        refine_tracks([t])
+    t, R, tr = smpl_track(T=20)
+    t.rotmats[5] = np.nan                                  # a NaN frame is treated as missing
+    out = refine_tracks([t])[0]
+    assert not out.observed[5] and np.isfinite(out.rotmats).all()
+    with pytest.raises(ValueError, match=r"kp2d \(coco17\): expected shape \(17, 2\)"):
+        Detection(0, kp2d=np.zeros((18, 2)), layout2d="coco17")
+    with pytest.raises(TypeError, match="refine_tracks takes"):
+        refine_tracks([1, 2])
+    with pytest.raises(ValueError, match="needs video"):
+        refine_tracks([FrameDetections(0, [Detection(0, box=[0, 0, 1, 1])])])
+
+
+def test_detections_are_grouped_or_tracked():
+    dets = [Detection(f, kp2d=np.random.default_rng(f).uniform(100, 140, (17, 2)) + [5 * f, 0], layout2d="coco17",
+                      score=0.9, track_id=7) for f in range(12)]
+    out = refine_tracks(dets, video=V)
+    assert len(out) == 1 and out[0].track_id == 7 and len(out[0]) == 12
+    for d in dets:
+        d.track_id = None
+    out = refine_tracks([FrameDetections(d.frame, [d]) for d in dets], video=V)
+    assert len(out) == 1 and len(out[0]) == 12
+
+
+def test_confidence_policy_masks_unreliable_inputs(body):
+    t = coco_track()
+    t.scores[3] = 0.1                    # low detection score
+    t.kp2d_conf[7, :12] = 0.05           # too few confident keypoints
+    x, obs, _ = encode_track(t, "kp2d-coco17", body, ConfidencePolicy())
+    assert not obs[3] and not obs[7] and obs[4]
+    x, obs, _ = encode_track(t, "kp2d-coco17", body, ConfidencePolicy(min_frame_score=0.0, min_visible_joints=1))
+    assert obs[3] and obs[7]
+
+
+def test_future_prediction_and_completion():
+    t, _, _ = smpl_track(T=40)
+    f = predict_future(t, 10)
+    assert len(f) == 50 and f.frames[-1] == t.frames[-1] + 10 and (~f.observed[-10:]).all()
+    with pytest.raises(ValueError, match="smaller than the window"):
+        predict_future(t, 64)
+    R, _ = random_motion(T=60, seed=4)
+    c = complete_motion({0: R[0], 30: R[30], 59: R[59]}, 60)
+    assert len(c) == 60 and c.observed.sum() == 3
+
+
+def test_online_refiner_streams():
+    t, R, tr = smpl_track(T=30)
+    on = OnlineRefiner("smpl", video=V, predict_ahead=3)
+    for i in range(30):
+        det = Detection(i, rotmats=t.rotmats[i], transl=t.transl[i]) if i % 5 else None
+        cur, ahead = on.step(0, det)
+        if i == 0:
+            assert cur is None      # nothing seen yet
+        else:
+            assert cur[0].shape == (24, 3, 3) and ahead[1].shape == (3,)
+    assert len(on.buffers[0]["x"]) == 30
+
+
+# ---- baselines and metrics -----------------------------------------------------------
+
+def test_baselines_fill_and_smooth():
+    x = np.arange(10.0)[:, None] * np.ones((1, 3))
+    obs = np.ones(10, bool)
+    obs[3:6] = False
+    assert np.allclose(B.nearest_fill(x, obs)[3:6, 0], [2, 2, 6])
+    assert np.allclose(B.interpolate(x, obs), x)
+    assert np.allclose(B.savgol(x, np.ones(10, bool), window=5), x)   # SG keeps a line
+    assert B.predict_velocity(x, 2)[:, 0].tolist() == [10, 11]
+    assert B.predict_no_velocity(x, 2)[:, 0].tolist() == [9, 9]
+    R = roma.rotvec_to_rotmat(torch.as_tensor(np.linspace(0, 1, 12)[:, None, None] * [[0, 0, 1.0]])).numpy()
+    obs = np.ones(12, bool)
+    obs[4:7] = False
+    Ri = B.interpolate_rotations(R, obs)
+    assert np.allclose(Ri, R, atol=1e-6)
+    Rs = B.savgol_rotations(R + np.random.default_rng(0).normal(0, 0.05, R.shape), np.ones(12, bool), window=5)
+    assert roma.is_rotation_matrix(torch.as_tensor(Rs), epsilon=1e-6)   # back on the manifold
+    Rv = B.predict_velocity(R, 3, rotations=True)
+    ang = roma.rotmat_to_rotvec(torch.as_tensor(Rv))[:, 0, 2].numpy()
+    assert np.allclose(ang, 1 + np.arange(1, 4) / 11, atol=1e-6)
+    noisy = 1.0 + np.random.default_rng(1).normal(0, 0.1, (90, 1))
+    e = B.one_euro(noisy, np.ones(90, bool))
+    assert e.shape == (90, 1) and e[30:].std() < 0.5 * noisy[30:].std() and abs(e[30:].mean() - 1) < 0.05
+    with pytest.raises(ValueError, match="no observed frame"):
+        B.nearest_fill(x, np.zeros(10, bool))
+
+
+def test_metrics_on_hand_computed_cases():
+    gt = torch.zeros(2, 3, 3)
+    gt[..., 1, 0] = 1.0
+    pred = gt.clone()
+    pred[..., 2, :] += torch.tensor([0.0, 0.03, 0.04])              # one joint 5 cm off
+    assert M.mpjpe(pred, gt, root=0) == pytest.approx(50 / 3, rel=1e-5)
+    assert M.pck3d(pred, gt, threshold=0.04) == pytest.approx(200 / 3, rel=1e-5)
+    # Procrustes removes rotation, translation and scale.
+    Rz = roma.rotvec_to_rotmat(torch.tensor([0, 0, 0.7]))
+    g = torch.randn(4, 17, 3)
+    p = 1.3 * g @ Rz.T + 0.2
+    assert M.pa_mpjpe(p, g) < 1e-3 and M.pa_pck3d(p, g) == 100
+    assert M.mpjpe(p, g, root=None) > 10
+    # Acceleration: a constant-velocity offset has no acceleration error, a jump has.
+    seq = torch.zeros(5, 2, 3)
+    lin = seq + torch.arange(5.0)[:, None, None] * 0.01
+    assert M.accel_error(lin, seq, root=None) == pytest.approx(0.0, abs=1e-4)
+    jump = seq.clone()
+    jump[2] += 0.003
+    assert M.accel_error(jump, seq, root=None) == pytest.approx(1000 * 0.003 * 3 ** 0.5 * (1 + 2 + 1) / 3, rel=1e-4)
+    v = torch.zeros(1, 4, 3)
+    assert M.mpvpe(v + torch.tensor([0.001, 0, 0]), v) == pytest.approx(1.0, rel=1e-4)
