@@ -137,6 +137,12 @@ def build_training_batch(preset, rot6d, transl_world, body, g, corrupt: bool = T
     return out
 
 
+def shipped_presets() -> list:
+    """Presets whose weights ship with the package."""
+    reg = _registry_path() / "index.json"
+    return sorted(json.loads(reg.read_text())) if reg.is_file() else []
+
+
 def _registry_path():
     return resources.files("posebert_plug") / CHECKPOINT_DIR
 

@@ -50,10 +50,12 @@ class ConfidencePolicy:
 
 
 def choose_preset(track: Track) -> str:
-    """SMPL rotations > 3D keypoints > 2D keypoints."""
+    """SMPL rotations > 3D keypoints > 2D keypoints (among the presets with shipped weights)."""
+    from .presets import shipped_presets
+    shipped = shipped_presets()
     if track.rotmats is not None:
         return "smpl"
-    if track.kp3d is not None and track.layout3d in ("h36m17", "mediapipe33"):
+    if track.kp3d is not None and track.layout3d in ("h36m17", "mediapipe33") and f"kp3d-{track.layout3d}" in shipped:
         return f"kp3d-{track.layout3d}"
     if track.kp2d is not None:
         try:

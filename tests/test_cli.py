@@ -110,3 +110,18 @@ def test_help_documents_every_flag():
     for flag in ("--estimator", "--estimator-output", "--preset", "--smpl-dir", "--out", "--device", "--baseline",
                  "--online", "--predict-ahead", "examples:", "exit codes"):
         assert flag in r.stdout
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "video",
+                                                    "vtest.avi")), reason="../shared/data/video/vtest.avi is absent")
+def test_mediapipe_estimator_on_real_video(tmp_path):
+    from adapters.video import VideoWriter, iter_frames, probe
+    src = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "video", "vtest.avi")
+    v = probe(src)
+    with VideoWriter(tmp_path / "short.mp4", v.width, v.height, v.fps) as w:
+        for i, im in iter_frames(src, stop=8):
+            w.write(im)
+    r = _cli(tmp_path / "short.mp4", "--estimator", "mediapipe", "--out", tmp_path / "o", "--no-side-by-side")
+    assert r.returncode == 0, r.stderr[-2000:]
+    tracks = load_tracks(tmp_path / "o" / "results.npz")
+    assert len(tracks) >= 1
