@@ -88,3 +88,12 @@ def fixed_focal_transl(transl: np.ndarray, focal: np.ndarray, f0: float) -> np.n
     out = np.array(transl, dtype=np.float64)
     out[:, 2] *= f0 / np.asarray(focal, dtype=np.float64)
     return out
+
+
+def warn_dropped(path, total, kept):
+    """Frames with NaN/inf values are treated as missing: say so, loudly, and refuse a file with nothing usable."""
+    import warnings
+    if kept == 0 and total > 0:
+        raise AdapterError(f"{path}: all {total} frames hold NaN or infinite values")
+    if kept < total:
+        warnings.warn(f"{path}: {total - kept} of {total} frames hold NaN or infinite values and are treated as missing")

@@ -7,7 +7,7 @@ import re
 import numpy as np
 
 from posebert_plug.types import Detection
-from .base import Adapter, AdapterError, fixed_focal_transl, group_by_frame, register, require
+from .base import Adapter, AdapterError, fixed_focal_transl, group_by_frame, register, require, warn_dropped
 from .safe_load import safe_pickle_load
 
 
@@ -63,4 +63,5 @@ class HybrIKAdapter(Adapter):
             dets.append(Detection(frames[i], box=bbox[i], score=1.0, kp2d=kp2d[i], kp2d_conf=np.clip(scores[i], 0, 1),
                                   layout2d="hybrik29", kp3d=xyz[i], layout3d="hybrik29", kp3d_root_relative=True,
                                   rotmats=R[i], betas=betas[i], transl=tr[i], track_id=0, source=self.name))
+        warn_dropped(path, N, len(dets))
         return group_by_frame(dets)

@@ -9,7 +9,7 @@ import torch
 
 from posebert_plug.rotations import rotvec_to_rotmat
 from posebert_plug.types import Detection
-from .base import Adapter, AdapterError, fixed_focal_transl, group_by_frame, register, require
+from .base import Adapter, AdapterError, fixed_focal_transl, group_by_frame, register, require, warn_dropped
 from .safe_load import safe_joblib_load
 
 SPIN_FOCAL, SPIN_CROP = 5000.0, 224.0
@@ -63,6 +63,7 @@ class SPINAdapter(Adapter):
         tr = _fix(video, tr, f)
         dets = [Detection(int(frames[i]), box=bbox[i], rotmats=R[i], betas=betas[i], transl=tr[i], source=self.name)
                 for i in range(N) if np.isfinite(R[i]).all() and np.isfinite(tr[i]).all()]
+        warn_dropped(path, N, len(dets))
         return group_by_frame(dets)
 
 
@@ -80,7 +81,7 @@ class VIBEAdapter(Adapter):
         d = safe_joblib_load(path)
         if not isinstance(d, dict) or not d:
             raise AdapterError(f"{path}: expected a non-empty dict keyed by track id")
-        dets = []
+        dets, total = [], 0
         for tid, tr_d in d.items():
             where = f"{path} [track {tid}]"
             pose = require(tr_d, "pose", where, (None, 72))
@@ -92,11 +93,13 @@ class VIBEAdapter(Adapter):
             R = rotvec_to_rotmat(torch.as_tensor(pose.reshape(T, 24, 3))).numpy()
             tr, f = crop_cam_to_transl(cam, bb[:, 0], bb[:, 1], np.maximum(bb[:, 2], bb[:, 3]), video.width, video.height)
             tr = _fix(video, tr, f)
+            total += T
             for i in range(T):
                 if np.isfinite(R[i]).all() and np.isfinite(tr[i]).all():
                     box = [bb[i, 0] - bb[i, 2] / 2, bb[i, 1] - bb[i, 3] / 2, bb[i, 0] + bb[i, 2] / 2, bb[i, 1] + bb[i, 3] / 2]
                     dets.append(Detection(int(frames[i]), box=box, rotmats=R[i], betas=betas[i], transl=tr[i],
                                           track_id=int(tid), source=self.name))
+        warn_dropped(path, total, len(dets))
         return group_by_frame(dets)
 
 

@@ -219,8 +219,13 @@ def test_nan_frames_are_dropped_not_fatal(tmp_path):
     d = _hybrik_file(tmp_path / "res.pk")
     d["pred_thetas"][1] = np.nan
     pickle.dump(d, open(tmp_path / "nan.pk", "wb"))
-    frames = adapters.get("hybrik")().read(tmp_path / "nan.pk", VideoInfo(W, H))
+    with pytest.warns(UserWarning, match="1 of 3 frames hold NaN"):
+        frames = adapters.get("hybrik")().read(tmp_path / "nan.pk", VideoInfo(W, H))
     assert [f.frame for f in frames] == [5, 8]
+    d["pred_thetas"][:] = np.nan
+    pickle.dump(d, open(tmp_path / "allnan.pk", "wb"))
+    with pytest.raises(AdapterError, match="all 3 frames hold NaN"):
+        adapters.get("hybrik")().read(tmp_path / "allnan.pk", VideoInfo(W, H))
 
 
 @needs_shared
