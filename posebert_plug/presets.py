@@ -29,6 +29,7 @@ __all__ = ["Preset", "PRESETS", "available_presets", "get_preset", "load_model",
            "build_training_batch"]
 
 CHECKPOINT_DIR = "checkpoints"
+TRAIN_PITCH = (-0.1, 0.6)  # camera tilt range seen in training (radians, positive = looking down)
 MODEL_SIZES = {"cpu": dict(dim=256, depth=4, heads=8, mlp_dim=512),
                "paper": dict(dim=512, depth=4, heads=8, mlp_dim=1024)}
 
@@ -98,7 +99,7 @@ def build_training_batch(preset, rot6d, transl_world, body, g, corrupt: bool = T
     """
     p = get_preset(preset)
     B, T = rot6d.shape[:2]
-    R, tr = synth.place_in_camera(sixd_to_rotmat(rot6d), transl_world, g)
+    R, tr = synth.place_in_camera(sixd_to_rotmat(rot6d), transl_world, g, pitch=TRAIN_PITCH)
     out = {"rotmats": R, "transl": tr, "param": transl_to_param(tr)}
     if obs is None:
         obs = synth.training_mask(B, T, g) if corrupt else torch.ones(B, T, dtype=torch.bool)

@@ -255,7 +255,8 @@ def _fill_uncovered(R, param, covered):
 
 def refine_tracks(detections, model="auto", device="auto", window: int = 64, stride: int = 16,
                   policy: ConfidencePolicy | None = None, video: VideoInfo | None = None,
-                  batch_size: int = 256, extra_frames: int = 0, model_fps: float = 30.0) -> list:
+                  batch_size: int = 256, extra_frames: int = 0, model_fps: float = 30.0,
+                  align_2d: bool = True) -> list:
     """Refine tracks with PoseBERT.
 
     detections: Tracks, or FrameDetections/Detections (grouped by ``track_id`` when
@@ -266,6 +267,10 @@ def refine_tracks(detections, model="auto", device="auto", window: int = 64, str
     extra_frames: mask tokens appended after each track (future prediction).
     model_fps: the models are trained at 30 fps; a video at 30/k fps (k integer >= 2, e.g. 10 or 15 fps)
         is refined at 30 fps with k-1 masked frames between its frames, then sampled back.
+    align_2d: for 2D-keypoint inputs, re-fit the root translation so that the refined body's
+        keypoints reproject onto the observed 2D keypoints (weighted least squares per observed
+        frame, then smoothed; filled frames keep PoseBERT's translation shifted by the interpolated
+        correction). ``False`` returns PoseBERT's own (x2d, y2d, nearness) translation.
     Returns one :class:`RefinedTrack` per input track (empty list for no tracks).
     An all-missing track raises ValueError naming it.
     """
@@ -307,6 +312,8 @@ def refine_tracks(detections, model="auto", device="auto", window: int = 64, str
             if k > 1:
                 R, param, x, obs = R[::k], param[::k], x[::k], obs[::k]
             transl = to_real_camera(param, fn)
+            if align_2d and get_preset(preset).kind == "kp2d" and not extra_frames:
+                transl = align_translation_2d(R, transl, t, obs.numpy(), ref.body, fn, get_preset(preset).layout)
             joints = ref.body.pose_keypoints(R, transl, "smpl24")
             n = len(x)
             frames = np.arange(t.frames[0], t.frames[0] + n)
@@ -314,6 +321,45 @@ def refine_tracks(detections, model="auto", device="auto", window: int = 64, str
             results[id(t)] = RefinedTrack(t.track_id, frames, R.numpy(), transl.numpy(), joints.numpy(),
                                           obs.numpy().astype(bool), np.asarray(betas, np.float32), preset, t.video)
     return [results[id(t)] for t in tracks]
+
+
+def align_translation_2d(R, transl, track: Track, observed, body, f_norm, layout, smooth: int = 9):
+    """Root translation (N, 3) whose body keypoints reproject onto the track's 2D keypoints.
+
+    Per observed frame, solves f (X_i + tx) - u_i (Z_i + tz) = 0 (and the same for v) in the
+    confidence-weighted least-squares sense, with (X_i, Y_i, Z_i) the keypoints of the refined pose
+    relative to the root; the correction (fit - PoseBERT) is then smoothed over time and
+    interpolated across filled frames.
+    """
+    from .baselines import interpolate, savgol
+    src, dst = mapping(track.layout2d, layout)
+    v = track.video
+    uv = np.zeros((len(track), get_skeleton(layout).num_joints, 2), np.float32)
+    c = np.zeros(uv.shape[:2], np.float32)
+    uv[:, dst] = pixels_to_norm(torch.as_tensor(np.nan_to_num(track.kp2d[:, src])), v.width, v.height).numpy()
+    c[:, dst] = np.nan_to_num(track.kp2d_conf[:, src])
+    rel = body.pose_keypoints(R, None, layout).double().numpy()          # root at rest-joint origin
+    corr = np.full((len(track), 3), np.nan)
+    for i in np.flatnonzero(observed):
+        w = c[i] > 0
+        if w.sum() < 4:
+            continue
+        P, u, wt = rel[i, w], uv[i, w].astype(np.float64), np.sqrt(c[i, w]).astype(np.float64)
+        rows = [np.column_stack([np.full(len(P), f_norm), np.zeros(len(P)), -u[:, 0]]),
+                np.column_stack([np.zeros(len(P)), np.full(len(P), f_norm), -u[:, 1]])]
+        rhs = [u[:, 0] * P[:, 2] - f_norm * P[:, 0], u[:, 1] * P[:, 2] - f_norm * P[:, 1]]
+        A = np.concatenate(rows) * np.concatenate([wt, wt])[:, None]
+        b = np.concatenate(rhs) * np.concatenate([wt, wt])
+        sol, *_ = np.linalg.lstsq(A, b, rcond=None)
+        if np.isfinite(sol).all() and sol[2] > 0.3:
+            corr[i] = sol - transl[i].double().numpy()
+    ok = np.isfinite(corr).all(1)
+    if not ok.any():
+        return transl
+    corr = savgol(corr, ok, window=min(smooth, max(3, ok.sum() // 2 * 2 - 1)), order=1) if ok.sum() >= 3 else \
+        interpolate(corr, ok)
+    corr = np.where(ok[:, None], corr, interpolate(corr, ok))
+    return transl + torch.as_tensor(corr, dtype=transl.dtype)
 
 
 def _upsample_factor(video, model_fps):

@@ -22,8 +22,11 @@ def _u(g, shape, lo, hi):
 
 
 def place_in_camera(rotmats, transl_world, g, depth=(2.0, 20.0), u_range=(-0.6, 0.6), v_range=(-0.3, 0.5),
-                    random_yaw=True):
-    """Random heading and placement in front of the canonical camera.
+                    random_yaw=True, pitch=(0.0, 0.0)):
+    """Random heading, camera elevation and placement in front of the canonical camera.
+
+    pitch: range (radians) of the camera's downward tilt (0 = level; 0.5 = looking down
+        about 29 degrees, as a raised surveillance camera does).
 
     rotmats (B, T, 24, 3, 3) world local rotations; transl_world (B, T, 3) pelvis, metres.
     Returns (rotmats (B, T, 24, 3, 3) with the root in the camera frame, transl (B, T, 3) camera-frame pelvis).
@@ -31,7 +34,9 @@ def place_in_camera(rotmats, transl_world, g, depth=(2.0, 20.0), u_range=(-0.6, 
     B = rotmats.shape[0]
     yaw = _u(g, (B,), 0.0, 2 * math.pi) if random_yaw else torch.zeros(B)
     Ry = rotvec_to_rotmat(torch.stack([torch.zeros(B), yaw, torch.zeros(B)], -1))
-    W = R_CAM.to(rotmats.dtype) @ Ry.to(rotmats.dtype)                       # (B, 3, 3)
+    tilt = _u(g, (B,), *pitch)
+    Rx = rotvec_to_rotmat(torch.stack([tilt, torch.zeros(B), torch.zeros(B)], -1))
+    W = Rx.to(rotmats.dtype) @ R_CAM.to(rotmats.dtype) @ Ry.to(rotmats.dtype)   # (B, 3, 3)
     out = rotmats.clone()
     out[:, :, 0] = W[:, None] @ rotmats[:, :, 0]
     rel = transl_world - transl_world[:, :1]

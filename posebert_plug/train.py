@@ -108,6 +108,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-resume", action="store_true", help="start afresh even if <out>/last.pt exists")
+    ap.add_argument("--init", metavar="CKPT", help="start from these weights (a model.pt), e.g. to fine-tune")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -140,6 +141,10 @@ def main(argv=None):
         opt.load_state_dict(st["opt"])
         step, log = st["step"], st.get("log", [])
         print(f"resumed from {last} at step {step}", flush=True)
+    elif args.init:
+        blob = torch.load(args.init, map_location=device, weights_only=True)
+        model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
+        print(f"initialised from {args.init}", flush=True)
     else:
         set_mean_pose(model, train, preset, body, args.seed)
     net = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
