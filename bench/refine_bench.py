@@ -33,6 +33,8 @@ from posebert_plug.rotations import sixd_to_rotmat
 from posebert_plug.types import Detection, Track, VideoInfo
 
 BODY = DefaultBodyModel()
+SMPL_MODEL = "smpl"   # or a loaded model (--smpl-checkpoint)
+KP2D_MODEL = "kp2d-coco17"
 VIDEO = VideoInfo(1024, 1024, 30.0)   # canonical camera: focal F_NORM * 512 px
 
 
@@ -108,7 +110,7 @@ def run_baselines(Rn, obs):
 
 
 def posebert(Rn, tr, obs):
-    return np.stack([r.rotmats for r in refine_tracks(smpl_tracks(Rn, tr, obs), model="smpl")])
+    return np.stack([r.rotmats for r in refine_tracks(smpl_tracks(Rn, tr, obs), model=SMPL_MODEL)])
 
 
 def section_corrupt(cache, args):
@@ -157,7 +159,7 @@ def section_predict(cache, args):
     R, tr = sequences(cache, args.n, obs_len + max(hs), args.seed)
     errs = {k: {h: [] for h in hs} for k in ("no-velocity", "velocity", "PoseBERT")}
     tracks = smpl_tracks(R[:, :obs_len], tr[:, :obs_len], torch.ones(len(R), obs_len, dtype=torch.bool))
-    fut = refine_tracks(tracks, model="smpl", extra_frames=max(hs))
+    fut = refine_tracks(tracks, model=SMPL_MODEL, extra_frames=max(hs))
     for i in range(len(R)):
         past = R[i, :obs_len].double().numpy()
         nv = B.predict_no_velocity(past, max(hs))
@@ -183,7 +185,7 @@ def section_long(cache, args):
     R, tr = synth.place_in_camera(sixd_to_rotmat(rot6d), trw, g, depth=(4.0, 4.0))
     Rn, obs = corrupt(R, tr, g, noise=0.05, outliers=0.0, drop=0.4, iid=True)
     t0 = time.time()
-    out = refine_tracks(smpl_tracks(Rn, tr, obs), model="smpl")[0]
+    out = refine_tracks(smpl_tracks(Rn, tr, obs), model=SMPL_MODEL)[0]
     dt = time.time() - t0
     o = obs[0].numpy()
     lin = B.interpolate_rotations(Rn[0].double().numpy(), o)
@@ -215,8 +217,8 @@ def section_kp2d(cache, args):
                 for t in range(args.T)]
         tracks.append(Track.from_detections(i, dets, VIDEO))
     res = {}
-    res["temporal (window 64)"] = refine_tracks(tracks, model="kp2d-coco17")
-    res["single frame (window 1)"] = refine_tracks(tracks, model="kp2d-coco17", window=1, stride=1, model_fps=0)
+    res["temporal (window 64)"] = refine_tracks(tracks, model=KP2D_MODEL)
+    res["single frame (window 1)"] = refine_tracks(tracks, model=KP2D_MODEL, window=1, stride=1, model_fps=0)
     G = joints(R)
     print(f"\n### kp2d-coco17: 5 px 2D noise, 10% keypoints missing ({len(R)} sequences x {args.T} frames, "
           "1024 px image, canonical focal)\n")
@@ -291,7 +293,17 @@ def main():
     ap.add_argument("--T", type=int, default=192, help="frames per sequence")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--smpl-checkpoint", help="evaluate this smpl checkpoint instead of the shipped one")
+    ap.add_argument("--kp2d-checkpoint", help="evaluate this kp2d-coco17 checkpoint instead of the shipped one")
     args = ap.parse_args()
+    if args.smpl_checkpoint:
+        global SMPL_MODEL
+        from posebert_plug.presets import load_model
+        SMPL_MODEL = load_model("smpl", checkpoint=args.smpl_checkpoint)
+    if args.kp2d_checkpoint:
+        global KP2D_MODEL
+        from posebert_plug.presets import load_model as _lm
+        KP2D_MODEL = _lm("kp2d-coco17", checkpoint=args.kp2d_checkpoint)
     cache = MotionCache(os.path.join(args.cache, "val.npz"))
     for s in args.sections:
         globals()[f"section_{s}"](cache, args)

@@ -58,14 +58,17 @@ class PoseBERT(nn.Module):
 
     ``init_from_input``: optional (start, stop) slice of the input holding 6D poses;
     when given, observed frames start the regression from their input pose instead
-    of the mean pose (a residual variant; masked frames always start from the mean).
+    of the mean pose (a residual variant). ``init_masked``: where masked frames start
+    then: ``"mean"`` (the paper) or ``"interp"`` (linear interpolation of the nearest
+    observed inputs' 6D, nearest at the ends).
     """
 
     def __init__(self, in_dim, num_joints=24, dim=256, depth=4, heads=8, mlp_dim=512, max_len=256,
-                 dropout=0.0, init_from_input=None):
+                 dropout=0.0, init_from_input=None, init_masked="mean"):
         super().__init__()
         self.config = dict(in_dim=in_dim, num_joints=num_joints, dim=dim, depth=depth, heads=heads,
-                           mlp_dim=mlp_dim, max_len=max_len, dropout=dropout, init_from_input=init_from_input)
+                           mlp_dim=mlp_dim, max_len=max_len, dropout=dropout, init_from_input=init_from_input,
+                           init_masked=init_masked)
         self.num_joints = num_joints
         out_dim = num_joints * 6 + 3
         self.embed = nn.Linear(in_dim, dim)
@@ -93,8 +96,14 @@ class PoseBERT(nn.Module):
         theta = self.mean_theta.expand(B, T, -1)
         s = self.config["init_from_input"]
         if s is not None:
-            start = torch.cat([x[..., s[0]:s[1]], theta[..., s[1] - s[0]:]], dim=-1)
-            theta = torch.where(observed[..., None], start, theta)
+            pose_in = x[..., s[0]:s[1]]
+            if self.config.get("init_masked", "mean") == "interp":
+                pose_in = _interpolate_masked(pose_in, observed, theta[..., : s[1] - s[0]])
+                start = torch.cat([pose_in, theta[..., s[1] - s[0]:]], dim=-1)
+                theta = torch.where(observed.any(1, keepdim=True)[..., None], start, theta)
+            else:
+                start = torch.cat([pose_in, theta[..., s[1] - s[0]:]], dim=-1)
+                theta = torch.where(observed[..., None], start, theta)
         outputs = []
         for attn, ff in self.blocks:
             h = h + attn(h, key_mask)
@@ -102,3 +111,21 @@ class PoseBERT(nn.Module):
             theta = self.regressor(self.norm(h), theta)
             outputs.append((theta[..., :-3], theta[..., -3:]))
         return outputs if return_all else outputs[-1]
+
+
+def _interpolate_masked(v, observed, fallback):
+    """Fill masked frames of v (B, T, D) by linear interpolation between the nearest observed
+    frames (nearest value at the ends; ``fallback`` where a row has no observation)."""
+    B, T, _ = v.shape
+    idx = torch.arange(T, device=v.device).expand(B, T)
+    prev = torch.where(observed, idx, torch.full_like(idx, -1)).cummax(dim=1).values
+    nxt = torch.where(observed, idx, torch.full_like(idx, T)).flip(1).cummin(dim=1).values.flip(1)
+    has_p, has_n = prev >= 0, nxt < T
+    p, n = prev.clamp(0, T - 1), nxt.clamp(0, T - 1)
+    vp = torch.gather(v, 1, p[..., None].expand_as(v))
+    vn = torch.gather(v, 1, n[..., None].expand_as(v))
+    w = ((idx - prev).float() / (nxt - prev).clamp_min(1).float())[..., None]
+    both = (has_p & has_n)[..., None]
+    out = torch.where(both, (1 - w) * vp + w * vn, torch.where(has_p[..., None], vp, vn))
+    out = torch.where((has_p | has_n)[..., None], out, fallback)
+    return torch.where(observed[..., None], v, out)

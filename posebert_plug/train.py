@@ -109,6 +109,8 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-resume", action="store_true", help="start afresh even if <out>/last.pt exists")
     ap.add_argument("--init", metavar="CKPT", help="start from these weights (a model.pt), e.g. to fine-tune")
+    ap.add_argument("--init-masked", choices=["mean", "interp"], default=None,
+                    help="smpl preset: masked frames start from the mean pose (paper) or the interpolated input")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -131,7 +133,10 @@ def main(argv=None):
     device = torch.device(args.device)
     train, val = MotionCache(os.path.join(args.cache, "train.npz")), MotionCache(os.path.join(args.cache, "val.npz"))
     body = DefaultBodyModel().to(device)
-    model = PoseBERT(**preset.model_kwargs(args.size)).to(device)
+    kwargs = preset.model_kwargs(args.size)
+    if args.init_masked:
+        kwargs["init_masked"] = args.init_masked
+    model = PoseBERT(**kwargs).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, log = 0, []
     last = os.path.join(out, "last.pt")
