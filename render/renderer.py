@@ -27,19 +27,36 @@ def track_colour(track_id: int) -> np.ndarray:
     return PALETTE[int(track_id) % len(PALETTE)]
 
 
+_INCIDENCE = {}
+
+
 def vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
     """(V, 3) vertices, (F, 3) faces -> (V, 3) unit normals (area-weighted)."""
+    key = (id(f), f.shape, len(v))
+    if key not in _INCIDENCE:  # vertex-face incidence, built once per topology
+        from scipy.sparse import csr_matrix
+        rows = np.asarray(f).reshape(-1)
+        cols = np.repeat(np.arange(len(f)), 3)
+        _INCIDENCE.clear()
+        _INCIDENCE[key] = (csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(v), len(f))), f)
+    A = _INCIDENCE[key][0]
     fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, f[:, k], fn)
+    n = A @ fn
     return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
 
 def _composite(image, rgba, alpha):
-    a = rgba[..., 3:4].astype(np.float32) / 255.0 * alpha
-    out = image.astype(np.float32) * (1 - a) + rgba[..., :3].astype(np.float32) * a
-    return out.clip(0, 255).astype(np.uint8)
+    """Blend only inside the bounding box of what was drawn."""
+    mask = rgba[..., 3] > 0
+    out = image.copy()
+    if not mask.any():
+        return out
+    ys, xs = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+    a = rgba[y0:y1, x0:x1, 3:4].astype(np.float32) * (alpha / 255.0)
+    blend = image[y0:y1, x0:x1].astype(np.float32) * (1 - a) + rgba[y0:y1, x0:x1, :3].astype(np.float32) * a
+    out[y0:y1, x0:x1] = blend.clip(0, 255).astype(np.uint8)
+    return out
 
 
 class ModernGLRenderer:
@@ -102,15 +119,19 @@ class ModernGLRenderer:
         self.prog["intr"].value = (focal_px, focal_px, cx, cy)
         self.prog["size"].value = (W, H)
         self.prog["znear"].value, self.prog["zfar"].value = 0.05, 200.0
-        for v, f, c in meshes:
+        data, index, offset = [], [], 0
+        for v, f, c in meshes:  # all people in one buffer, one draw call
             v = np.asarray(v, np.float32)
             if not np.isfinite(v).all() or (v[:, 2] <= 0.05).any():
                 continue  # behind the camera or invalid: not drawable
             n = vertex_normals(v, f).astype(np.float32)
             col = np.broadcast_to(np.asarray(c, np.float32), v.shape)
-            data = np.concatenate([v, n, col], 1).astype(np.float32)
-            vbo = self.ctx.buffer(data.tobytes())
-            ibo = self.ctx.buffer(np.asarray(f, np.int32).tobytes())
+            data.append(np.concatenate([v, n, col], 1))
+            index.append(np.asarray(f, np.int32) + offset)
+            offset += len(v)
+        if data:
+            vbo = self.ctx.buffer(np.concatenate(data).astype(np.float32).tobytes())
+            ibo = self.ctx.buffer(np.concatenate(index).tobytes())
             vao = self.ctx.vertex_array(self.prog, [(vbo, "3f 3f 3f", "in_pos", "in_normal", "in_colour")], ibo)
             vao.render()
             vao.release(), vbo.release(), ibo.release()
