@@ -1,6 +1,6 @@
 """Tracker benchmark: our Hungarian tracker vs ultralytics' ByteTrack on the same detections.
 
-    python bench/track_bench.py --cache cache --scenes 12 --seed 0
+    python bench/track_bench.py --cache cache --scenes 48 --seed 0
 
 Scenes (seeded): 2-4 people driven by held-out mocap (validation split), walking
 across a 1280x720 canonical camera view at 30 fps, crossing each other. Their
@@ -138,7 +138,7 @@ def evaluate(scenes_gt, scenes_hyp):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", default="cache")
-    ap.add_argument("--scenes", type=int, default=12)
+    ap.add_argument("--scenes", type=int, default=48)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     cache = MotionCache(os.path.join(args.cache, "val.npz"))

@@ -7,7 +7,9 @@ predictions and detections combines
 - keypoint distance: confidence-weighted mean 2D distance divided by the box
   scale sqrt(area), clipped to 1 (weight ``w_kp``, OKS-like),
 - root distance in 3D when both carry a translation (metres / ``root_scale``,
-  clipped to 1, weight ``w_3d``).
+  clipped to 1, weight ``w_3d``),
+- box height ratio ``|log(h_pred / h_det)| / log(1.5)``, clipped to 1 (weight
+  ``w_size``): at a crossing the nearer person is taller, which overlap alone misses.
 ``scipy.optimize.linear_sum_assignment`` solves it; pairs above ``max_cost``
 are refused (gating). A track is confirmed after ``n_init`` consecutive hits
 (so a one-frame false positive never becomes a track), lives through gaps of
@@ -31,6 +33,7 @@ class TrackerConfig:
     w_iou: float = 1.0
     w_kp: float = 1.0
     w_3d: float = 0.5
+    w_size: float = 0.5
     root_scale: float = 1.0       # metres at which the 3D term saturates
     max_cost: float = 1.6         # gating: no match above this (sum of the weighted terms)
     lost_cost_growth: float = 0.02  # the gate widens by this per missed frame (re-identification)
@@ -89,6 +92,9 @@ class HungarianTracker:
         pb = np.stack([t.predicted_box(frame, cfg.velocity_damping_frames) for t in tracks])
         db = np.stack([d.box for d in dets])
         cost = cfg.w_iou * (1.0 - iou_matrix(pb, db))
+        hp = np.clip(pb[:, 3] - pb[:, 1], 1.0, None)
+        hd = np.clip(db[:, 3] - db[:, 1], 1.0, None)
+        cost += cfg.w_size * np.minimum(1.0, np.abs(np.log(hp[:, None] / hd[None])) / np.log(1.5))
         # Keypoint term, shifted by the predicted box motion.
         scale = np.sqrt(np.clip((db[:, 2] - db[:, 0]) * (db[:, 3] - db[:, 1]), 1.0, None))
         for i, t in enumerate(tracks):
