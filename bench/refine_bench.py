@@ -68,25 +68,8 @@ def smpl_tracks(Rn, tr, obs):
     for i in range(len(Rn)):
         dets = [Detection(t, rotmats=Rn[i, t].numpy(), transl=tr[i, t].numpy()) for t in range(Rn.shape[1]) if obs[i, t]]
         tk = Track.from_detections(i, dets, VIDEO)
-        out.append(_pad(tk, Rn.shape[1]))
+        out.append(tk.padded(0, Rn.shape[1] - 1))
     return out
-
-
-def _pad(tk, T):
-    """Extend a track to frames 0..T-1 (the ground truth span), missing ends masked."""
-    if tk.frames[0] == 0 and tk.frames[-1] == T - 1:
-        return tk
-    def pad(a):
-        if a is None:
-            return None
-        o = np.full((T,) + a.shape[1:], np.nan, np.float32)
-        o[tk.frames[0]:tk.frames[-1] + 1] = a
-        return o
-    obs = np.zeros(T, bool)
-    obs[tk.frames[0]:tk.frames[-1] + 1] = tk.observed
-    return Track(tk.track_id, np.arange(T), obs, tk.video, pad(tk.boxes), pad(tk.scores), kp2d=pad(tk.kp2d),
-                 kp2d_conf=None if tk.kp2d_conf is None else np.nan_to_num(pad(tk.kp2d_conf)), layout2d=tk.layout2d,
-                 rotmats=pad(tk.rotmats), transl=pad(tk.transl))
 
 
 def joints(R):

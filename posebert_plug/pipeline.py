@@ -121,8 +121,7 @@ class Pipeline:
                 Rs.append(pose[0])
                 ts.append(pose[1])
             R, tr = torch.as_tensor(np.stack(Rs)).float(), torch.as_tensor(np.stack(ts)).float()
-            from .body_model import DefaultBodyModel
-            J = DefaultBodyModel().pose_keypoints(R, tr, "smpl24")
+            J = on.ref.body.pose_keypoints(R, tr, "smpl24")
             out.append(RefinedTrack(t.track_id, t.frames, R.numpy(), tr.numpy(), J.numpy(), t.observed.copy(),
                                     t.betas if t.betas is not None else np.zeros(10, np.float32), preset, video))
         return out

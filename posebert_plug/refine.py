@@ -392,19 +392,7 @@ def complete_motion(key_rotmats: dict, num_frames: int, key_transl: dict | None 
     video = video or VideoInfo(1024, 1024, 30.0)
     dets = [Detection(f, rotmats=R, transl=None if key_transl is None else key_transl.get(f))
             for f, R in sorted(key_rotmats.items())]
-    tr = Track.from_detections(0, dets, video)
-    if tr.frames[0] > 0 or tr.frames[-1] < num_frames - 1:  # pad to the requested span
-        N = num_frames
-        def pad(a, fill=np.nan):
-            if a is None:
-                return None
-            out = np.full((N,) + a.shape[1:], fill, a.dtype)
-            out[tr.frames[0]:tr.frames[-1] + 1] = a
-            return out
-        obs = np.zeros(N, bool)
-        obs[tr.frames[0]:tr.frames[-1] + 1] = tr.observed
-        tr = Track(0, np.arange(N), obs, video, pad(tr.boxes), pad(tr.scores), rotmats=pad(tr.rotmats),
-                   transl=pad(tr.transl))
+    tr = Track.from_detections(0, dets, video).padded(0, num_frames - 1)
     return refine_tracks([tr], model=model, device=device)[0]
 
 

@@ -177,6 +177,26 @@ class Track:
     def num_observed(self) -> int:
         return int(self.observed.sum())
 
+    def padded(self, first: int, last: int) -> "Track":
+        """The same track over frames first..last (which must contain its span); added frames are unobserved."""
+        if first > self.frames[0] or last < self.frames[-1]:
+            raise ValueError(f"padding span {first}..{last} does not contain frames {self.frames[0]}..{self.frames[-1]}")
+        if first == self.frames[0] and last == self.frames[-1]:
+            return self
+        N, a0 = last - first + 1, self.frames[0] - first
+
+        def pad(a, fill=np.nan):
+            if a is None:
+                return None
+            out = np.full((N,) + a.shape[1:], fill, a.dtype)
+            out[a0:a0 + len(self)] = a
+            return out
+
+        return Track(self.track_id, np.arange(first, last + 1), pad(self.observed, False), self.video, pad(self.boxes),
+                     pad(self.scores), kp2d=pad(self.kp2d), kp2d_conf=pad(self.kp2d_conf, 0.0), layout2d=self.layout2d,
+                     kp3d=pad(self.kp3d), layout3d=self.layout3d, kp3d_root_relative=self.kp3d_root_relative,
+                     rotmats=pad(self.rotmats), transl=pad(self.transl), betas=self.betas)
+
     @classmethod
     def from_detections(cls, track_id: int, detections: list, video: VideoInfo) -> "Track":
         """Build a track from detections of one identity (any frame order, one per frame)."""
