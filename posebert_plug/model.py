@@ -58,9 +58,13 @@ class PoseBERT(nn.Module):
 
     ``init_from_input``: optional (start, stop) slice of the input holding 6D poses;
     when given, observed frames start the regression from their input pose instead
-    of the mean pose (a residual variant). ``init_masked``: where masked frames start
-    then: ``"mean"`` (the paper) or ``"interp"`` (linear interpolation of the nearest
-    observed inputs' 6D, nearest at the ends).
+    of the mean pose (a residual variant). ``init_masked``: where frames start then:
+    ``"mean"`` (masked frames at the mean pose, the paper), ``"interp"`` (masked frames at
+    the linear interpolation of the nearest observed inputs' 6D, nearest at the ends) or
+    ``"smooth"`` (every frame at a robust temporal smoothing of the interpolated input:
+    running median over 7 frames against outlier poses, then a Gaussian of sigma 3 frames
+    against jitter), so the transformer learns a correction to a good filter rather than
+    the noise itself.
     """
 
     def __init__(self, in_dim, num_joints=24, dim=256, depth=4, heads=8, mlp_dim=512, max_len=256,
@@ -97,8 +101,11 @@ class PoseBERT(nn.Module):
         s = self.config["init_from_input"]
         if s is not None:
             pose_in = x[..., s[0]:s[1]]
-            if self.config.get("init_masked", "mean") == "interp":
+            mode = self.config.get("init_masked", "mean")
+            if mode in ("interp", "smooth"):
                 pose_in = _interpolate_masked(pose_in, observed, theta[..., : s[1] - s[0]])
+                if mode == "smooth":
+                    pose_in = _robust_smooth(pose_in)
                 start = torch.cat([pose_in, theta[..., s[1] - s[0]:]], dim=-1)
                 theta = torch.where(observed.any(1, keepdim=True)[..., None], start, theta)
             else:
@@ -129,3 +136,15 @@ def _interpolate_masked(v, observed, fallback):
     out = torch.where(both, (1 - w) * vp + w * vn, torch.where(has_p[..., None], vp, vn))
     out = torch.where((has_p | has_n)[..., None], out, fallback)
     return torch.where(observed[..., None], v, out)
+
+
+def _robust_smooth(v, k: int = 7, sigma: float = 3.0):
+    """Running median over k frames, then a Gaussian of ``sigma`` frames; v (B, T, D), edges replicated."""
+    B, T, D = v.shape
+    p = F.pad(v.transpose(1, 2), (k // 2, k // 2), mode="replicate")
+    v = p.unfold(2, k, 1).median(-1).values                                  # (B, D, T)
+    r = int(3 * sigma)
+    t = torch.arange(-r, r + 1, device=v.device, dtype=v.dtype)
+    w = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    p = F.pad(v.reshape(B * D, 1, T), (r, r), mode="replicate")
+    return F.conv1d(p, (w / w.sum())[None, None]).reshape(B, D, T).transpose(1, 2)

@@ -30,8 +30,11 @@ from .rotations import sixd_to_rotmat
 from .camera import param_to_transl
 
 
-def compute_loss(outputs, batch, body, w_rot=1.0, w_tr=1.0, w_joint=1.0):
-    """Deep-supervised loss over every block's output; returns (loss, dict of the last block's terms)."""
+def compute_loss(outputs, batch, body, w_rot=1.0, w_tr=1.0, w_joint=1.0, w_vel=1.0):
+    """Deep-supervised loss over every block's output; returns (loss, dict of the last block's terms).
+
+    The velocity term (joint displacement between consecutive frames vs ground truth, metres)
+    penalises jitter directly: per-frame losses alone leave frame-to-frame noise unpunished."""
     L = len(outputs)
     total, terms = 0.0, {}
     gt_R, gt_param = batch["rotmats"], batch["param"]
@@ -42,9 +45,10 @@ def compute_loss(outputs, batch, body, w_rot=1.0, w_tr=1.0, w_joint=1.0):
         l_tr = ((param - gt_param) ** 2).sum(-1).mean()
         j = body.pose_keypoints(R, None, "smpl24")
         l_joint = (j - gt_j).norm(dim=-1).mean()
+        l_vel = ((j[:, 1:] - j[:, :-1]) - (gt_j[:, 1:] - gt_j[:, :-1])).norm(dim=-1).mean()
         w = (l + 1) / L
-        total = total + w * (w_rot * l_rot + w_tr * l_tr + w_joint * l_joint)
-        terms = {"rot": l_rot.item(), "tr": l_tr.item(), "joint_mm": l_joint.item() * 1000}
+        total = total + w * (w_rot * l_rot + w_tr * l_tr + w_joint * l_joint + w_vel * l_vel)
+        terms = {"rot": l_rot.item(), "tr": l_tr.item(), "joint_mm": l_joint.item() * 1000, "vel_mm": l_vel.item() * 1000}
     return total, terms
 
 
@@ -109,8 +113,10 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-resume", action="store_true", help="start afresh even if <out>/last.pt exists")
     ap.add_argument("--init", metavar="CKPT", help="start from these weights (a model.pt), e.g. to fine-tune")
-    ap.add_argument("--init-masked", choices=["mean", "interp"], default=None,
-                    help="smpl preset: masked frames start from the mean pose (paper) or the interpolated input")
+    ap.add_argument("--init-masked", choices=["mean", "interp", "smooth"], default=None,
+                    help="smpl preset: masked frames start from the mean pose (paper) or the interpolated input; "
+                         "smooth: every frame starts from a robust smoothing of the interpolated input")
+    ap.add_argument("--w-vel", type=float, default=1.0, help="weight of the joint velocity loss (anti-jitter)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -181,7 +187,7 @@ def main(argv=None):
         batch = build_training_batch(preset, rot6d, tr, body, g)
         batch = {k: v.to(device) for k, v in batch.items()}
         outputs = net(batch["x"], batch["observed"], return_all=True)
-        loss, terms = compute_loss(outputs, batch, body)
+        loss, terms = compute_loss(outputs, batch, body, w_vel=args.w_vel)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -119,3 +119,15 @@ def test_checkpoint_loading_is_weights_only_and_checked(tmp_path):
     with pytest.raises(Exception):
         load_model("smpl", checkpoint=str(tmp_path / "evil.pt"))
     assert not (tmp_path / "pwned").exists()
+
+
+def test_robust_smooth_start_rejects_an_outlier_and_keeps_a_ramp():
+    from posebert_plug.model import _robust_smooth
+    t = torch.arange(40, dtype=torch.float32)
+    ramp = torch.stack([t * 0.01, torch.ones(40)], -1)[None]            # (1, 40, 2)
+    spiky = ramp.clone()
+    spiky[0, 20] = torch.tensor([5.0, -3.0])                           # one outlier frame
+    out = _robust_smooth(spiky)
+    assert out.shape == ramp.shape
+    # away from the replicated edges a linear ramp survives a median + symmetric Gaussian unchanged
+    assert torch.allclose(out[0, 10:30], ramp[0, 10:30], atol=1e-5)
