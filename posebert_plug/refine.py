@@ -55,6 +55,11 @@ def choose_preset(track: Track) -> str:
     shipped = shipped_presets()
     if track.rotmats is not None:
         return "smpl"
+    if track.layout3d == "hand21" or track.layout2d == "hand21":
+        if track.kp3d is None:
+            raise ValueError(f"track {track.track_id}: hand tracks need 3D keypoints (hand21, e.g. MediaPipe Hands "
+                             "world landmarks); 2D-only hands have no preset")
+        return "kp3d-hand21"
     if track.kp3d is not None and track.layout3d in ("h36m17", "mediapipe33") and f"kp3d-{track.layout3d}" in shipped:
         return f"kp3d-{track.layout3d}"
     if track.kp2d is not None:
@@ -71,7 +76,10 @@ def choose_preset(track: Track) -> str:
 
 
 def encode_track(track: Track, preset, body, policy: ConfidencePolicy) -> tuple:
-    """Track -> (x (N, D) float32 tensor, observed (N,) bool tensor, f_norm of the camera)."""
+    """Track -> (x (N, D) float32 tensor, observed (N,) bool tensor, f_norm of the camera).
+
+    ``body``: the preset's body (a hand model for hand presets). Left hands are mirrored
+    in X (3D and 2D) into right hands, the only hand the models are trained on."""
     p = get_preset(preset)
     v = track.video
     fn = focal_norm(v.focal_px, v.width, v.height)
@@ -111,6 +119,8 @@ def encode_track(track: Track, preset, body, policy: ConfidencePolicy) -> tuple:
             k2 = project(k3, fn)
         else:
             k2 = torch.zeros(N, k3.shape[1], 2)
+        if track.side == "left":
+            k3, k2 = k3 * torch.tensor([-1.0, 1.0, 1.0]), k2 * torch.tensor([-1.0, 1.0])
         x = features.kp3d_features(k3, k2, p.layout, bone_lengths(body, p.layout))
         obs &= ok
     else:
@@ -149,7 +159,18 @@ class Refiner:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.body = body if body is not None else DefaultBodyModel()
+        self.hands = {}
         self.models = {}
+
+    def body_for(self, preset, side=None):
+        """The model that turns a preset's output into joints: the body, or a hand of a side."""
+        if get_preset(preset).body != "hand":
+            return self.body
+        side = side or "right"
+        if side not in self.hands:
+            from .hand_model import DefaultHandModel
+            self.hands[side] = DefaultHandModel(side)
+        return self.hands[side]
 
     def model(self, preset):
         if isinstance(preset, torch.nn.Module):
@@ -161,13 +182,14 @@ class Refiner:
 
     @torch.inference_mode()
     def run(self, items, model, window=64, stride=16, batch_size=256):
-        """items: list of (x (N, D), observed (N,)) -> list of (pose6d (N, 144), param (N, 3), covered (N,))."""
+        """items: list of (x (N, D), observed (N,)) -> list of (pose6d (N, J*6), param (N, 3), covered (N,))."""
         T = window
         jobs = []  # (item, start, length)
         for i, (x, obs) in enumerate(items):
             for s in _window_starts(len(x), T, stride):
                 jobs.append((i, s, min(T, len(x) - s)))
-        acc = [(torch.zeros(len(x), 144), torch.zeros(len(x), 3), torch.zeros(len(x))) for x, _ in items]
+        P = model.num_joints * 6
+        acc = [(torch.zeros(len(x), P), torch.zeros(len(x), 3), torch.zeros(len(x))) for x, _ in items]
         tri = torch.minimum(torch.arange(1, T + 1), torch.arange(T, 0, -1)).float()
         D = items[0][0].shape[-1] if items else 0
         for b in range(0, len(jobs), batch_size):
@@ -288,7 +310,7 @@ def refine_tracks(detections, model="auto", device="auto", window: int = 64, str
     results = {}
     for preset, ts in groups.items():
         net = ref.model(model if isinstance(model, torch.nn.Module) else preset)
-        encoded = [encode_track(t, preset, ref.body, policy) for t in ts]
+        encoded = [encode_track(t, preset, ref.body_for(preset), policy) for t in ts]
         items = []
         for t, (x, obs, _) in zip(ts, encoded):
             if not obs.any():
@@ -306,7 +328,7 @@ def refine_tracks(detections, model="auto", device="auto", window: int = 64, str
             items.append((x, obs))
         outs = ref.run(items, net, window=window, stride=stride, batch_size=batch_size)
         for t, (x, obs), (_, _, fn), (p6, param, covered) in zip(ts, items, encoded, outs):
-            R = sixd_to_rotmat(p6.reshape(-1, 24, 6))
+            R = sixd_to_rotmat(p6.reshape(-1, net.num_joints, 6))
             R, param = _fill_uncovered(R, param, covered)
             k = _upsample_factor(t.video, model_fps)
             if k > 1:
@@ -314,13 +336,26 @@ def refine_tracks(detections, model="auto", device="auto", window: int = 64, str
             transl = to_real_camera(param, fn)
             if align_2d and get_preset(preset).kind == "kp2d" and not extra_frames:
                 transl = align_translation_2d(R, transl, t, obs.numpy(), ref.body, fn, get_preset(preset).layout)
-            joints = ref.body.pose_keypoints(R, transl, "smpl24")
+            if t.side == "left":
+                R, transl = mirror_x(R, transl)
+            joints = ref.body_for(preset, t.side).pose_keypoints(R, transl, get_preset(preset).loss_layout)
             n = len(x)
             frames = np.arange(t.frames[0], t.frames[0] + n)
             betas = t.betas if t.betas is not None else np.zeros(10, np.float32)
             results[id(t)] = RefinedTrack(t.track_id, frames, R.numpy(), transl.numpy(), joints.numpy(),
-                                          obs.numpy().astype(bool), np.asarray(betas, np.float32), preset, t.video)
+                                          obs.numpy().astype(bool), np.asarray(betas, np.float32), preset, t.video,
+                                          side=t.side)
     return [results[id(t)] for t in tracks]
+
+
+_MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
+
+
+def mirror_x(R, transl):
+    """Mirror poses in the camera's X: rotations (..., J, 3, 3) -> M R M, translations (..., 3) -> M t.
+    A right-hand pose mirrored this way is the left model's pose of the mirrored hand."""
+    M = _MIRROR.to(R.dtype)
+    return M @ R @ M, transl * M.diagonal().to(transl.dtype)
 
 
 def align_translation_2d(R, transl, track: Track, observed, body, f_norm, layout, smooth: int = 9):
@@ -402,8 +437,8 @@ class OnlineRefiner:
     Keeps the last ``history`` frames per identity, runs the model on them (plus
     ``predict_ahead`` mask tokens) and returns ``(current, ahead)``: the refined
     pose of the newest frame and, when ``predict_ahead`` > 0, the pose
-    ``predict_ahead`` frames later; each is ``(rotmats (24, 3, 3), transl (3,))``.
-    Pass ``detection=None`` for a frame where the person was not seen.
+    ``predict_ahead`` frames later; each is ``(rotmats (J, 3, 3), transl (3,))`` (J = 24 body,
+    16 hand). Pass ``detection=None`` for a frame where the person was not seen.
     """
 
     def __init__(self, preset="smpl", video: VideoInfo | None = None, history: int = 64, predict_ahead: int = 0,
@@ -429,7 +464,8 @@ class OnlineRefiner:
         buf = self.buffers.setdefault(track_id, {"x": [], "obs": [], "fn": F_NORM})
         if detection is not None:
             tr = Track.from_detections(track_id, [detection], self.video)
-            x, obs, fn = encode_track(tr, self.preset, self.ref.body, self.policy)
+            x, obs, fn = encode_track(tr, self.preset, self.ref.body_for(self.preset), self.policy)
+            buf["side"] = tr.side
             buf["x"].append(x[0])
             buf["obs"].append(bool(obs[0]))
             buf["fn"] = fn
@@ -446,8 +482,10 @@ class OnlineRefiner:
         M = torch.zeros(1, n + self.ahead, dtype=torch.bool)
         M[0, :n] = torch.tensor(buf["obs"])
         pose6d, param = self.net(X.to(self.ref.device), M.to(self.ref.device))
-        R = sixd_to_rotmat(pose6d[0].float().cpu().reshape(-1, 24, 6))
+        R = sixd_to_rotmat(pose6d[0].float().cpu().reshape(-1, self.net.num_joints, 6))
         t = to_real_camera(param[0].float().cpu(), buf["fn"])
+        if buf.get("side") == "left":
+            R, t = mirror_x(R, t)
         cur = (R[n - 1].numpy(), t[n - 1].numpy())
         ahead = (R[-1].numpy(), t[-1].numpy()) if self.ahead else None
         return cur, ahead

@@ -22,14 +22,16 @@ def _u(g, shape, lo, hi):
 
 
 def place_in_camera(rotmats, transl_world, g, depth=(2.0, 20.0), u_range=(-0.6, 0.6), v_range=(-0.3, 0.5),
-                    random_yaw=True, pitch=(0.0, 0.0)):
+                    random_yaw=True, pitch=(0.0, 0.0), min_depth=1.0):
     """Random heading, camera elevation and placement in front of the canonical camera.
 
     pitch: range (radians) of the camera's downward tilt (0 = level; 0.5 = looking down
         about 29 degrees, as a raised surveillance camera does).
 
-    rotmats (B, T, 24, 3, 3) world local rotations; transl_world (B, T, 3) pelvis, metres.
-    Returns (rotmats (B, T, 24, 3, 3) with the root in the camera frame, transl (B, T, 3) camera-frame pelvis).
+    min_depth: root depth is clamped to at least this (metres).
+
+    rotmats (B, T, J, 3, 3) world local rotations; transl_world (B, T, 3) root, metres.
+    Returns (rotmats (B, T, J, 3, 3) with the root in the camera frame, transl (B, T, 3) camera-frame root).
     """
     B = rotmats.shape[0]
     yaw = _u(g, (B,), 0.0, 2 * math.pi) if random_yaw else torch.zeros(B)
@@ -44,7 +46,7 @@ def place_in_camera(rotmats, transl_world, g, depth=(2.0, 20.0), u_range=(-0.6, 
     z0 = torch.exp(_u(g, (B,), math.log(depth[0]), math.log(depth[1])))
     start = torch.stack([_u(g, (B,), *u_range) * z0 / F_NORM, _u(g, (B,), *v_range) * z0 / F_NORM, z0], -1)
     tr = start[:, None] + rel
-    tr = torch.cat([tr[..., :2], tr[..., 2:].clamp_min(1.0)], -1)
+    tr = torch.cat([tr[..., :2], tr[..., 2:].clamp_min(min_depth)], -1)
     return out, tr.to(rotmats.dtype)
 
 

@@ -21,7 +21,6 @@ import time
 import numpy as np
 import torch
 
-from .body_model import DefaultBodyModel
 from .metrics import accel_error, mpjpe, pa_mpjpe
 from .model import PoseBERT
 from .mocap.dataset import MotionCache
@@ -30,7 +29,7 @@ from .rotations import sixd_to_rotmat
 from .camera import param_to_transl
 
 
-def compute_loss(outputs, batch, body, w_rot=1.0, w_tr=1.0, w_joint=1.0, w_vel=1.0):
+def compute_loss(outputs, batch, body, w_rot=1.0, w_tr=1.0, w_joint=1.0, w_vel=1.0, layout="smpl24"):
     """Deep-supervised loss over every block's output; returns (loss, dict of the last block's terms).
 
     The velocity term (joint displacement between consecutive frames vs ground truth, metres)
@@ -38,12 +37,13 @@ def compute_loss(outputs, batch, body, w_rot=1.0, w_tr=1.0, w_joint=1.0, w_vel=1
     L = len(outputs)
     total, terms = 0.0, {}
     gt_R, gt_param = batch["rotmats"], batch["param"]
-    gt_j = body.pose_keypoints(gt_R, None, "smpl24")
+    gt_j = body.pose_keypoints(gt_R, None, layout)
+    J = gt_R.shape[-3]
     for l, (pose6d, param) in enumerate(outputs):
-        R = sixd_to_rotmat(pose6d.reshape(*pose6d.shape[:-1], 24, 6))
+        R = sixd_to_rotmat(pose6d.reshape(*pose6d.shape[:-1], J, 6))
         l_rot = ((R - gt_R) ** 2).sum((-1, -2)).mean()
         l_tr = ((param - gt_param) ** 2).sum(-1).mean()
-        j = body.pose_keypoints(R, None, "smpl24")
+        j = body.pose_keypoints(R, None, layout)
         l_joint = (j - gt_j).norm(dim=-1).mean()
         l_vel = ((j[:, 1:] - j[:, :-1]) - (gt_j[:, 1:] - gt_j[:, :-1])).norm(dim=-1).mean()
         w = (l + 1) / L
@@ -61,13 +61,14 @@ def evaluate(model, cache, preset, body, T=64, max_windows=256, seed=1234, corru
         starts = starts[np.linspace(0, len(starts) - 1, max_windows).astype(int)]
     g = torch.Generator().manual_seed(seed)
     preds, gts, tr_err = [], [], []
+    layout = get_preset(preset).loss_layout
     for i in range(0, len(starts), batch):
         rot6d, tr = cache.windows(starts[i:i + batch], T)
         b = build_training_batch(preset, rot6d, tr, body, g, corrupt=corrupt)
         pose6d, param = model(b["x"], b["observed"])
-        R = sixd_to_rotmat(pose6d.reshape(*pose6d.shape[:-1], 24, 6))
-        preds.append(body.pose_keypoints(R, None, "smpl24"))
-        gts.append(body.pose_keypoints(b["rotmats"], None, "smpl24"))
+        R = sixd_to_rotmat(pose6d.reshape(*pose6d.shape[:-1], model.num_joints, 6))
+        preds.append(body.pose_keypoints(R, None, layout))
+        gts.append(body.pose_keypoints(b["rotmats"], None, layout))
         tr_err.append((param_to_transl(param) - b["transl"]).norm(dim=-1).mean())
     P, G = torch.cat(preds), torch.cat(gts)
     model.train()
@@ -82,7 +83,7 @@ def set_mean_pose(model, cache, preset, body, seed, n=2048):
     rot6d, tr = cache.sample(n // 64, 64, rng)
     b = build_training_batch(preset, rot6d, tr, body, g, corrupt=False)
     from .rotations import rotmat_to_6d
-    mean6d = rotmat_to_6d(b["rotmats"]).reshape(-1, 24, 6).mean(0)
+    mean6d = rotmat_to_6d(b["rotmats"]).reshape(-1, model.num_joints, 6).mean(0)
     mean6d = rotmat_to_6d(sixd_to_rotmat(mean6d))  # back onto the rotation manifold
     model.mean_theta.copy_(torch.cat([mean6d.flatten(), b["param"].reshape(-1, 3).mean(0)]))
 
@@ -97,7 +98,8 @@ def lr_at(step, total, base, warmup=100, final=0.1):
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="posebert-train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", required=True, help="smpl | kp3d-h36m17 | kp3d-mediapipe33 | kp2d-coco17")
+    ap.add_argument("--preset", required=True,
+                    help="smpl | kp3d-h36m17 | kp3d-mediapipe33 | kp2d-coco17 | kp3d-hand21")
     ap.add_argument("--cache", default="cache", help="folder with train.npz / val.npz from posebert-data build")
     ap.add_argument("--out", default=None, help="run folder (default runs/<preset>)")
     ap.add_argument("--steps", type=int, default=20000)
@@ -138,7 +140,7 @@ def main(argv=None):
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     device = torch.device(args.device)
     train, val = MotionCache(os.path.join(args.cache, "train.npz")), MotionCache(os.path.join(args.cache, "val.npz"))
-    body = DefaultBodyModel().to(device)
+    body = preset.make_body().to(device)
     kwargs = preset.model_kwargs(args.size)
     if args.init_masked:
         kwargs["init_masked"] = args.init_masked
@@ -187,7 +189,7 @@ def main(argv=None):
         batch = build_training_batch(preset, rot6d, tr, body, g)
         batch = {k: v.to(device) for k, v in batch.items()}
         outputs = net(batch["x"], batch["observed"], return_all=True)
-        loss, terms = compute_loss(outputs, batch, body, w_vel=args.w_vel)
+        loss, terms = compute_loss(outputs, batch, body, w_vel=args.w_vel, layout=preset.loss_layout)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -58,6 +58,8 @@ class Detection:
     rotmats: (24, 3, 3) SMPL local rotations, root in the camera frame; betas: (10,);
     transl: (3,) camera-frame pelvis position, metres.
     track_id: identity given by the estimator, if any. source: estimator name.
+    side: "left" / "right" for a hand (as seen in the unmirrored image), None for a body.
+    Hands: kp2d/kp3d in layout ``hand21``; no rotmats (hand poses come out of PoseBERT).
     """
 
     frame: int
@@ -74,9 +76,12 @@ class Detection:
     transl: np.ndarray | None = None
     track_id: int | None = None
     source: str = ""
+    side: str | None = None
 
     def __post_init__(self):
         self.frame = int(self.frame)
+        if self.side not in (None, "left", "right"):
+            raise ValueError(f"side must be 'left', 'right' or None, got {self.side!r}")
         if self.frame < 0:
             raise ValueError(f"frame index must be >= 0, got {self.frame}")
         self.box = _arr(self.box, (4,), "box")
@@ -152,6 +157,7 @@ class Track:
     where not observed: kp2d (N, K, 2) pixels, kp2d_conf (N, K), kp3d (N, K3, 3)
     metres, rotmats (N, 24, 3, 3), transl (N, 3) metres, boxes (N, 4) pixels,
     scores (N,). betas (10,) or None. video: the :class:`VideoInfo`.
+    side: "left" / "right" for a hand track (majority of its detections), else None.
     """
 
     track_id: int
@@ -169,6 +175,7 @@ class Track:
     rotmats: np.ndarray | None = None
     transl: np.ndarray | None = None
     betas: np.ndarray | None = None
+    side: str | None = None
 
     def __len__(self):
         return int(len(self.frames))
@@ -195,7 +202,7 @@ class Track:
         return Track(self.track_id, np.arange(first, last + 1), pad(self.observed, False), self.video, pad(self.boxes),
                      pad(self.scores), kp2d=pad(self.kp2d), kp2d_conf=pad(self.kp2d_conf, 0.0), layout2d=self.layout2d,
                      kp3d=pad(self.kp3d), layout3d=self.layout3d, kp3d_root_relative=self.kp3d_root_relative,
-                     rotmats=pad(self.rotmats), transl=pad(self.transl), betas=self.betas)
+                     rotmats=pad(self.rotmats), transl=pad(self.transl), betas=self.betas, side=self.side)
 
     @classmethod
     def from_detections(cls, track_id: int, detections: list, video: VideoInfo) -> "Track":
@@ -233,6 +240,8 @@ class Track:
         if conf is not None:
             conf = np.nan_to_num(conf, nan=0.0)
         betas = [d.betas for d in dets if d.betas is not None]
+        sides = [d.side for d in dets if d.side is not None]
+        side = max(set(sides), key=sides.count) if sides else None
         scores = np.full(N, np.nan, np.float32)
         scores[idx] = [d.score for d in dets]
         return cls(track_id, np.arange(first, last + 1), obs, video,
@@ -241,7 +250,7 @@ class Track:
                    kp3d=stack("kp3d", (K3, 3)) if K3 else None, layout3d=d0.layout3d,
                    kp3d_root_relative=d0.kp3d_root_relative, rotmats=stack("rotmats", (24, 3, 3)),
                    transl=stack("transl", (3,)),
-                   betas=np.median(np.stack(betas), 0).astype(np.float32) if betas else None)
+                   betas=np.median(np.stack(betas), 0).astype(np.float32) if betas else None, side=side)
 
 
 @dataclass
@@ -252,6 +261,9 @@ class RefinedTrack:
     frame); transl (N, 3) camera-frame pelvis, metres; joints (N, 24, 3) camera-frame
     SMPL-24 joints, metres; observed (N,) bool (False = filled by the model);
     betas (10,) (from the input when given, else zeros); preset: the model used.
+    Hands (``side`` set): rotmats (N, 16, 3, 3) MANO-order local rotations (wrist in the
+    camera frame; a left hand's in the mirrored frame of the left model), transl (N, 3)
+    camera-frame wrist, joints (N, 21, 3) OpenPose hand keypoints, metres.
     """
 
     track_id: int
@@ -263,6 +275,7 @@ class RefinedTrack:
     betas: np.ndarray
     preset: str
     video: VideoInfo | None = None
+    side: str | None = None
 
     def __len__(self):
         return int(len(self.frames))
@@ -274,7 +287,7 @@ class RefinedTrack:
     def to_dict(self) -> dict:
         return {"track_id": int(self.track_id), "frames": self.frames.astype(np.int64), "rotmats": self.rotmats,
                 "transl": self.transl, "joints": self.joints, "observed": self.observed, "betas": self.betas,
-                "preset": self.preset}
+                "preset": self.preset, "side": self.side or ""}
 
     def to_json(self) -> str:
         return json.dumps({k: _jsonable(v) for k, v in self.to_dict().items()})
@@ -311,11 +324,13 @@ def load_tracks(path) -> list:
         with np.load(path, allow_pickle=False) as z:
             n = int(z["num_tracks"])
             items = [{k: z[f"track{i}_{k}"] for k in ("track_id", "frames", "rotmats", "transl", "joints", "observed",
-                                                       "betas", "preset")} for i in range(n)]
+                                                       "betas", "preset", "side") if f"track{i}_{k}" in z}
+                     for i in range(n)]
     out = []
     for it in items:
         out.append(RefinedTrack(int(np.asarray(it["track_id"])), np.asarray(it["frames"], np.int64),
                                 np.asarray(it["rotmats"], np.float32), np.asarray(it["transl"], np.float32),
                                 np.asarray(it["joints"], np.float32), np.asarray(it["observed"], bool),
-                                np.asarray(it["betas"], np.float32), str(np.asarray(it["preset"]))))
+                                np.asarray(it["betas"], np.float32), str(np.asarray(it["preset"])),
+                                side=str(np.asarray(it.get("side", ""))) or None))
     return out

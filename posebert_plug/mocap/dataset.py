@@ -240,6 +240,21 @@ class MotionCache:
         return self.rot6d[idx], self.transl[idx]
 
 
+def build_hand_cache(out, train_clips=400, val_clips=64, frames=600, seed=0) -> int:
+    """Generated hand motion into a cache folder (same format as the body cache, J = 16)."""
+    from ..hand_model import DefaultHandModel
+    from ..hand_motion import HandMotionGenerator
+    os.makedirs(out, exist_ok=True)
+    gen = HandMotionGenerator(DefaultHandModel("right"))
+    for split, n, sd in (("train", train_clips, seed), ("val", val_clips, seed + 1)):
+        gen.build_cache(os.path.join(out, f"{split}.npz"), n, frames, sd)
+        print(f"{split}: {n} clips x {frames} frames (seed {sd})")
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump({"kind": "hands", "generator": "posebert_plug.hand_motion.HandMotionGenerator defaults",
+                   "train_clips": train_clips, "val_clips": val_clips, "frames": frames, "seed": seed}, f, indent=1)
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="posebert-data", description="Build the PoseBERT training cache from mocap.")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -248,7 +263,15 @@ def main(argv=None):
     b.add_argument("--src", required=True, help="folder with .bvh/.amc/.npz clips or .tar.xz archives of them")
     b.add_argument("--out", required=True, help="cache folder to write")
     b.add_argument("--fps", type=float, default=30.0)
+    h = sub.add_parser("hands", help="generate a hand-motion cache (hand_motion.py) for the kp3d-hand21 preset")
+    h.add_argument("--out", required=True, help="cache folder to write (train.npz, val.npz)")
+    h.add_argument("--train-clips", type=int, default=400)
+    h.add_argument("--val-clips", type=int, default=64)
+    h.add_argument("--frames", type=int, default=600, help="frames per clip (30 fps)")
+    h.add_argument("--seed", type=int, default=0, help="train uses seed, val seed + 1 (disjoint draws)")
     args = ap.parse_args(argv)
+    if args.cmd == "hands":
+        return build_hand_cache(args.out, args.train_clips, args.val_clips, args.frames, args.seed)
     try:
         manifest = build_cache(args.src, args.out, fps=args.fps)
     except (FileNotFoundError, MocapFormatError) as e:
