@@ -5,6 +5,6 @@ Each converts an estimator's real output into ``list[FrameDetections]`` (see
 """
 from .base import Adapter, AdapterError, available, get
 from .safe_load import UnsafeFileError, safe_joblib_load, safe_pickle_load
-from . import hybrik, smpl_estimators, mmpose, yolo, mediapipe_adapter  # noqa: F401 (registration)
+from . import hybrik, smpl_estimators, mmpose, yolo, mediapipe_adapter, hands  # noqa: F401 (registration)
 
 __all__ = ["Adapter", "AdapterError", "UnsafeFileError", "available", "get", "safe_pickle_load", "safe_joblib_load"]

@@ -10,6 +10,8 @@ EPILOG = """examples:
   posebert-refine video.mp4 --estimator hybrik --estimator-output res.pk --out out/hybrik
   posebert-refine video.mp4 --estimator vibe --estimator-output vibe_output.pkl --baseline savgol nearest
   posebert-refine video.mp4 --estimator mediapipe --online --predict-ahead 3
+  posebert-refine examples/hand_clip.mp4 --estimator mediapipe-hands --out out/hands
+  posebert-refine video.mp4 --estimator hand21 --estimator-output hands.npz   (any 21-keypoint hand file)
 
 outputs in --out: results.npz and results.json (per track: frames, SMPL rotations, camera-frame
 translation in metres, joints, observed mask), overlay.mp4, side_by_side.mp4 (input | Savitzky-Golay
@@ -29,9 +31,9 @@ def build_parser():
     ap.add_argument("video", help="input video (any format FFmpeg decodes)")
     ap.add_argument("--estimator", default="yolo", help=f"one of: {', '.join(adapters.available())} (default yolo)")
     ap.add_argument("--estimator-output", metavar="FILE", help="the estimator's output file (for estimators that run "
-                    "as their own project: hybrik, spin, vibe, mmpose/hrnet, 4dhumans/phalp)")
+                    "as their own project: hybrik, spin, vibe, mmpose/hrnet, 4dhumans/phalp, hand21/mmpose-hand)")
     ap.add_argument("--preset", default="auto", help="PoseBERT preset: auto (from the inputs), smpl, kp3d-h36m17, "
-                    "kp3d-mediapipe33, kp2d-coco17")
+                    "kp3d-mediapipe33, kp2d-coco17, kp3d-hand21 (hands)")
     ap.add_argument("--smpl-dir", metavar="DIR", help="folder with SMPL model files; default: the free body model")
     ap.add_argument("--out", default="out", help="output folder (default ./out)")
     ap.add_argument("--device", default="auto", help="auto (GPU when present), cpu or cuda")

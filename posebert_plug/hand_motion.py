@@ -16,7 +16,9 @@ There is no free hand mocap here, so hand motion is synthesised from anatomy:
   joined by smooth-step transitions; occasional holds.
 - **Wrist**: global orientation swinging smoothly between random orientations (at most
   ``max_wrist_turn`` rad between keys, slerp with smooth-step), position a smooth random
-  walk within ``wrist_range`` metres.
+  walk within ``wrist_range`` metres. With ``wrist_base`` (3, 3) given, every key
+  orientation is that base turned by at most ``max_wrist_turn`` (a hand that keeps
+  facing one way, e.g. the palm towards a camera) instead of a free random walk.
 
 Output frame: the hand model's frame (``hand_model.py``: Y up for the rest hand's
 axes), metres, 30 fps. Angles become local rotations about axes measured on the rest
@@ -66,8 +68,9 @@ class HandMotionGenerator:
     """
 
     def __init__(self, hand, fps: float = 30.0, key_seconds=(0.25, 1.5), key_noise: float = 0.15,
-                 max_wrist_turn: float = 1.2, wrist_range: float = 0.15, hold_prob: float = 0.15):
+                 max_wrist_turn: float = 1.2, wrist_range: float = 0.15, hold_prob: float = 0.15, wrist_base=None):
         self.fps, self.key_seconds, self.key_noise = fps, key_seconds, key_noise
+        self.wrist_base = None if wrist_base is None else np.asarray(wrist_base, dtype=np.float64)
         self.max_wrist_turn, self.wrist_range, self.hold_prob = max_wrist_turn, wrist_range, hold_prob
         self.axes = self._joint_axes(hand.rest_joints.detach().double().cpu().numpy())
 
@@ -88,6 +91,13 @@ class HandMotionGenerator:
             axes[name] = dict(flex=flex, abd=palmar)
         axes["thumb"]["opp"] = d
         return axes
+
+    def palm_facing_camera(self) -> np.ndarray:
+        """Wrist orientation (3, 3) that shows the palm to an OpenCV camera, fingers up in the image."""
+        d, palmar = self.axes["thumb"]["opp"], self.axes["index"]["abd"]
+        src = np.stack([d, palmar, np.cross(d, palmar)], 1)
+        dst = np.stack([[0, -1.0, 0], [0, 0, -1.0], np.cross([0, -1.0, 0], [0, 0, -1.0])], 1)
+        return dst @ src.T
 
     def _key_angles(self, rng):
         names = list(SYNERGIES)
@@ -136,15 +146,16 @@ class HandMotionGenerator:
             keys_t.append(keys_t[-1] + max(2, int(rng.uniform(*self.key_seconds) * self.fps)))
         n = len(keys_t)
         ang = self._key_angles(rng)
-        w = _random_rotation(rng)
+        w = _random_rotation(rng) if self.wrist_base is None else self.wrist_base
         for i in range(n):
             if i and rng.random() >= self.hold_prob:
                 ang = self._key_angles(rng)
             keys_a.append(self._local_rotvecs(ang))
-            if i:
+            if i or self.wrist_base is not None:
                 axis = rng.normal(size=3)
                 axis /= np.linalg.norm(axis)
-                w = _rv_to_R(axis * rng.uniform(0, self.max_wrist_turn)) @ w
+                turn = _rv_to_R(axis * rng.uniform(0, self.max_wrist_turn))
+                w = turn @ w if self.wrist_base is None else turn @ self.wrist_base
             keys_w.append(w)
             keys_p.append(rng.uniform(-self.wrist_range, self.wrist_range, 3))
         frames = np.arange(T)
@@ -192,3 +203,22 @@ def _random_rotation(rng):
     return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
                      [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+def finger_angles(rotmats, generator: HandMotionGenerator) -> dict:
+    """Per-finger flexion angles (degrees) of hand poses, the joint-space a robot hand takes.
+
+    rotmats (..., 16, 3, 3) MANO-order local rotations (right-hand frame; mirror left hands
+    first). Returns {finger: (..., 3)}: index/middle/ring/pinky -> (MCP, PIP, DIP) flexion,
+    thumb -> (CMC opposition, MCP, IP); positive = closing the hand. Each angle is the
+    component of the joint's axis-angle along that joint's axis on the rest hand.
+    """
+    from .rotations import rotmat_to_rotvec
+    rv = rotmat_to_rotvec(torch.as_tensor(rotmats, dtype=torch.float64))
+    out = {}
+    for name, joints in FINGERS.items():
+        ax = generator.axes[name]
+        axes = [ax["opp"], ax["flex"][1], ax["flex"][2]] if name == "thumb" else ax["flex"]
+        out[name] = torch.stack([(rv[..., j, :] * torch.as_tensor(a)).sum(-1) for j, a in zip(joints, axes)],
+                                -1).rad2deg().numpy()
+    return out

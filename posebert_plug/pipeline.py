@@ -106,6 +106,7 @@ class Pipeline:
         from .refine import OnlineRefiner, refine_tracks
         if not self.online:
             return refine_tracks(tracks, model=self.preset, device=self.device)
+        from .presets import get_preset
         from .refine import choose_preset
         out = []
         for t in tracks:
@@ -116,14 +117,16 @@ class Pipeline:
                 det = _detection_of(t, i) if t.observed[i] else None
                 cur, ahead = on.step(t.track_id, det)
                 pose = ahead if (self.predict_ahead and ahead is not None) else cur
-                if pose is None:
-                    pose = (np.tile(np.eye(3), (24, 1, 1)), np.array([0, 0, 5.0]))
+                if pose is None:   # nothing seen yet: rest pose far away (marked unobserved)
+                    pose = (np.tile(np.eye(3), (on.net.num_joints, 1, 1)), np.array([0, 0, 5.0]))
                 Rs.append(pose[0])
                 ts.append(pose[1])
             R, tr = torch.as_tensor(np.stack(Rs)).float(), torch.as_tensor(np.stack(ts)).float()
-            J = on.ref.body.pose_keypoints(R, tr, "smpl24")
+            p = get_preset(preset)
+            J = on.ref.body_for(p, t.side).pose_keypoints(R, tr, p.loss_layout)
             out.append(RefinedTrack(t.track_id, t.frames, R.numpy(), tr.numpy(), J.numpy(), t.observed.copy(),
-                                    t.betas if t.betas is not None else np.zeros(10, np.float32), preset, video))
+                                    t.betas if t.betas is not None else np.zeros(10, np.float32), preset, video,
+                                    side=t.side))
         return out
 
     def baseline(self, tracks, video, name="savgol"):
@@ -198,7 +201,7 @@ def _detection_of(t: Track, i: int):
                      score=float(np.nan_to_num(t.scores[i], nan=1.0)), kp2d=g(t.kp2d), kp2d_conf=g(t.kp2d_conf),
                      layout2d=t.layout2d if t.kp2d is not None else None, kp3d=g(t.kp3d),
                      layout3d=t.layout3d if t.kp3d is not None else None, kp3d_root_relative=t.kp3d_root_relative,
-                     rotmats=g(t.rotmats), transl=g(t.transl))
+                     rotmats=g(t.rotmats), transl=g(t.transl), side=t.side)
 
 
 def _prepare_out(out_dir) -> str:

@@ -50,6 +50,22 @@ def _project(points, video):
     return np.concatenate([f * points[..., :1] / z + video.width / 2, f * points[..., 1:2] / z + video.height / 2], -1)
 
 
+class ModelsByTrack:
+    """The mesh model of a refined track: the body, or the free hand of the track's side."""
+
+    def __init__(self, body):
+        self.body, self.hands = body, {}
+
+    def __call__(self, r):
+        side = getattr(r, "side", None)
+        if side is None:
+            return self.body
+        if side not in self.hands:
+            from .hand_model import DefaultHandModel
+            self.hands[side] = DefaultHandModel(side)
+        return self.hands[side]
+
+
 def write_outputs(p, stage, video_path, video, frames, tracks, refined, base) -> dict:
     from .body_model import load_body_model
     body = load_body_model("smpl" if p.smpl_dir else "default", model_dir=p.smpl_dir)
@@ -76,15 +92,17 @@ def write_outputs(p, stage, video_path, video, frames, tracks, refined, base) ->
 
 
 def write_bvh_tracks(folder, refined, body, fps):
+    """One BVH per track: SMPL-24 skeleton for bodies, MANO-16 for hands; Y-up world, metres."""
     from .mocap.bvh import write_bvh
-    from .skeletons import SMPL24
     os.makedirs(folder, exist_ok=True)
-    rest = body.rest_joints.double().numpy()
+    model_for = ModelsByTrack(body)
     for r in refined:
+        m = model_for(r)
+        rest = m.rest_joints.double().numpy()
         R = r.rotmats.astype(np.float64).copy()
         R[:, 0] = R_CAM @ R[:, 0]                  # camera frame -> Y-up world
         root = (r.transl.astype(np.float64) + rest[0]) @ R_CAM.T
-        write_bvh(os.path.join(folder, f"track_{r.track_id:03d}.bvh"), list(SMPL24.joints), list(SMPL24.parents),
+        write_bvh(os.path.join(folder, f"track_{r.track_id:03d}.bvh"), list(m.skeleton.joints), list(m.skeleton.parents),
                   rest, R, root, fps=fps)
 
 
@@ -93,13 +111,13 @@ def render_videos(p, stage, video_path, video, tracks, refined, base, body):
     from render import get_renderer, track_colour
     from tqdm import tqdm
     renderer = None if p.skeleton_only else get_renderer(p.renderer)
+    model_for = ModelsByTrack(body)
     f_px = _focal_px(video)
     by_frame = {}
     for r in refined:
         for i, f in enumerate(r.frames):
             by_frame.setdefault(int(f), []).append((r, i))
     tr_by_id = {t.track_id: t for t in tracks}
-    coco = "coco17"
     W, H = video.width, video.height
     hw, hh = (W // 2) - (W // 2) % 2, (H // 2) - (H // 2) % 2
     overlay = VideoWriter(os.path.join(stage, "overlay.mp4"), W, H, video.fps)
@@ -113,23 +131,22 @@ def render_videos(p, stage, video_path, video, tracks, refined, base, body):
                              disable=not p.progress):
             items = by_frame.get(idx, [])
             meshes, skel = [], []
-            if items:
-                R = torch.as_tensor(np.stack([r.rotmats[i] for r, i in items])).float()
-                T = torch.as_tensor(np.stack([r.transl[i] for r, i in items])).float()
-                out = body(R, T, return_vertices=not p.skeleton_only)
-                for k, (r, i) in enumerate(items):
-                    if p.skeleton_only:
-                        kp = _project(body.keypoints(out, coco)[k].numpy() if out.vertices is not None else
-                                      out.joints[k].numpy(), video)
-                        skel.append((kp, r))
-                    else:
-                        meshes.append((out.vertices[k].numpy(), body.faces, track_colour(r.track_id)))
+            if p.skeleton_only:
+                skel = [(_project(r.joints[i], video), r) for r, i in items]
+            groups = {}
+            for r, i in ([] if p.skeleton_only else items):
+                groups.setdefault(id(model_for(r)), (model_for(r), []))[1].append((r, i))
+            for m, its in groups.values():   # one batched forward per model (body, left hand, right hand)
+                R = torch.as_tensor(np.stack([r.rotmats[i] for r, i in its])).float()
+                T = torch.as_tensor(np.stack([r.transl[i] for r, i in its])).float()
+                out = m(R, T)
+                meshes += [(out.vertices[k].numpy(), m.faces, track_colour(r.track_id)) for k, (r, i) in enumerate(its)]
             if renderer is not None and meshes:
                 ours = renderer.render(img, meshes, f_px)
             else:
                 ours = img.copy()
                 for kp, r in skel:
-                    layout = "smpl24" if kp.shape[0] == 24 else coco
+                    layout = "smpl24" if kp.shape[0] == 24 else "hand21"
                     ours = _draw_skeleton(ours, kp, np.ones(len(kp)), layout, track_colour(r.track_id))
             overlay.write(ours)
             if sbs is not None:
@@ -198,8 +215,7 @@ def write_plots(stage, video, tracks, refined, base, body):
     for k, r in enumerate(refined):
         ax = axes[k, 0]
         t = tr_by_id.get(r.track_id)
-        ours = _project(body.pose_keypoints(torch.as_tensor(r.rotmats).float(), torch.as_tensor(r.transl).float(),
-                                            "smpl24").numpy(), video)
+        ours = _project(r.joints, video)      # camera-frame joints (SMPL-24, or hand-21 for hands)
         if len(r) >= 3:
             ax.plot(r.frames[1:-1], accel(ours), label="PoseBERT", lw=1)
         if t is not None and len(t) >= 3:

@@ -117,6 +117,13 @@ class HungarianTracker:
             for j, d in enumerate(dets):
                 if d.transl is not None:
                     cost[i, j] += cfg.w_3d * min(1.0, float(np.linalg.norm(t.root - d.transl)) / cfg.root_scale)
+        # A left hand never continues a right hand's track (sides come from the estimator).
+        for i, t in enumerate(tracks):
+            side = t.detections[-1].side if t.detections else None
+            if side is not None:
+                for j, d in enumerate(dets):
+                    if d.side is not None and d.side != side:
+                        cost[i, j] = 1e6  # finite: linear_sum_assignment rejects inf-only rows
         gate = cfg.max_cost + cfg.lost_cost_growth * np.array([frame - t.last_frame - 1 for t in tracks])
         return cost, gate
 

@@ -1,0 +1,146 @@
+"""Hand estimators: MediaPipe Hands (live, offline models) and 21-keypoint hand files.
+
+Output per hand and frame: ``Detection`` with ``kp2d`` (21, 2) pixels and ``kp3d``
+(21, 3) metres in the OpenPose hand-21 order (wrist; thumb cmc/mcp/ip/tip; index,
+middle, ring, pinky mcp/pip/dip/tip, the order MediaPipe and mmpose use), ``side``
+("left"/"right" as seen in the unmirrored image) and ``layout2d = layout3d = "hand21"``.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from posebert_plug.types import Detection, FrameDetections
+from .base import Adapter, AdapterError, group_by_frame, register
+
+
+@register
+class MediaPipeHandsAdapter(Adapter):
+    name = "mediapipe-hands"
+    live = True
+    reads = "video frames (runs MediaPipe Hands, model_complexity=1, up to max_hands=2 hands)"
+    skeleton = "hand-21 (OpenPose order), 2D pixels + world 3D"
+    units = "pixels; world landmarks metres, centred on the hand"
+    camera = "none for 2D; world landmarks hand-relative, camera-aligned axes"
+
+    def run(self, video_path, video, progress=True):
+        """``mirrored``: set True for selfie-style (already mirrored) video; MediaPipe's handedness
+        assumes a mirrored image, so for ordinary video its labels are swapped back."""
+        try:
+            import mediapipe as mp
+        except ImportError:
+            raise AdapterError("the mediapipe-hands estimator needs: pip install 'posebert-plug[mediapipe]'") from None
+        from .video import iter_frames
+        mirrored = bool(self.options.get("mirrored", False))
+        with mp.solutions.hands.Hands(static_image_mode=False, max_num_hands=int(self.options.get("max_hands", 2)),
+                                      model_complexity=1,
+                                      min_detection_confidence=self.options.get("conf", 0.5)) as hands:
+            for idx, im in iter_frames(video_path):
+                yield FrameDetections(idx, self.detect(hands, im, idx, video.width, video.height, mirrored))
+
+    def detect(self, hands, rgb, frame, width, height, mirrored=False) -> list:
+        """One RGB frame (H, W, 3) uint8 -> list of hand Detections."""
+        r = hands.process(rgb)
+        out = []
+        if not r.multi_hand_landmarks:
+            return out
+        worlds = r.multi_hand_world_landmarks or [None] * len(r.multi_hand_landmarks)
+        for lm, wl, hd in zip(r.multi_hand_landmarks, worlds, r.multi_handedness):
+            uv = np.array([[p.x * width, p.y * height] for p in lm.landmark])
+            k3 = np.array([[p.x, p.y, p.z] for p in wl.landmark]) if wl is not None else None
+            label = hd.classification[0].label.lower()
+            if not mirrored:
+                label = {"left": "right", "right": "left"}[label]
+            out.append(Detection(frame, score=float(hd.classification[0].score), kp2d=uv, layout2d="hand21",
+                                 kp3d=k3, layout3d=None if k3 is None else "hand21", kp3d_root_relative=True,
+                                 side=label, source=self.name))
+        return out
+
+
+@register
+class HandFileAdapter(Adapter):
+    name = "hand21"
+    aliases = ("mmpose-hand",)
+    reads = ("21-keypoint hand files: .npz with frame (N,), kp2d (N, 21, 2) px, optional conf (N, 21), kp3d (N, 21, 3) m, "
+             "side (N,) 'left'/'right', track_id (N,); or mmpose-style JSON [{frame_id, instances: [{keypoints 21 x "
+             "[x, y] px, keypoint_scores 21, keypoints_3d 21 x [x, y, z] m (optional), handedness (optional)}]}]")
+    skeleton = "hand-21 (OpenPose order, as mmpose's hand models)"
+    units = "pixels; 3D metres (camera frame, or hand-relative)"
+    camera = "none for 2D; 3D taken as camera-aligned, root-relative"
+
+    def read(self, path, video):
+        if not os.path.isfile(path):
+            raise AdapterError(f"{path}: no such file")
+        if path.endswith(".npz"):
+            return self._read_npz(path)
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, ValueError) as e:
+            raise AdapterError(f"{path}: not readable JSON or .npz ({e})") from None
+        if not isinstance(data, list):
+            raise AdapterError(f"{path}: expected a list of frames [{{frame_id, instances}}]")
+        dets = []
+        for n, item in enumerate(data):
+            if not isinstance(item, dict) or "frame_id" not in item or "instances" not in item:
+                raise AdapterError(f"{path}: entry {n} lacks 'frame_id'/'instances'")
+            frame = int(item["frame_id"])
+            for inst in item["instances"]:
+                kp = np.asarray(inst.get("keypoints", []), float)
+                if kp.shape != (21, 2):
+                    raise AdapterError(f"{path}: frame {frame}: keypoints must be (21, 2) pixels, got {kp.shape}")
+                sc = np.asarray(inst.get("keypoint_scores", np.ones(21)), float).reshape(-1)
+                if sc.shape != (21,):
+                    raise AdapterError(f"{path}: frame {frame}: keypoint_scores must be (21,)")
+                k3 = inst.get("keypoints_3d")
+                k3 = None if k3 is None else np.asarray(k3, float)
+                if k3 is not None and k3.shape != (21, 3):
+                    raise AdapterError(f"{path}: frame {frame}: keypoints_3d must be (21, 3) metres, got {k3.shape}")
+                side = _side(inst.get("handedness"), path, frame)
+                dets.append(Detection(frame, score=float(np.clip(sc.mean(), 0, 1)), kp2d=kp, kp2d_conf=np.clip(sc, 0, 1),
+                                      layout2d="hand21", kp3d=k3, layout3d=None if k3 is None else "hand21",
+                                      kp3d_root_relative=True, side=side, source=self.name))
+        return group_by_frame(dets)
+
+    def _read_npz(self, path):
+        try:
+            z = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise AdapterError(f"{path}: not a readable .npz without pickled objects ({e})") from None
+        with z:
+            if "kp2d" not in z and "kp3d" not in z:
+                raise AdapterError(f"{path}: needs kp2d (N, 21, 2) and/or kp3d (N, 21, 3); has {sorted(z.files)}")
+            n = len(z["kp2d"] if "kp2d" in z else z["kp3d"])
+            k2 = np.asarray(z["kp2d"], float) if "kp2d" in z else None
+            k3 = np.asarray(z["kp3d"], float) if "kp3d" in z else None
+            for a, shape, name in ((k2, (n, 21, 2), "kp2d"), (k3, (n, 21, 3), "kp3d")):
+                if a is not None and a.shape != shape:
+                    raise AdapterError(f"{path}: {name} must have shape {shape}, got {a.shape}")
+            frames = np.asarray(z["frame"], int) if "frame" in z else np.arange(n)
+            conf = np.asarray(z["conf"], float) if "conf" in z else np.ones((n, 21))
+            sides = [str(s) for s in z["side"]] if "side" in z else [None] * n
+            tids = np.asarray(z["track_id"], int) if "track_id" in z else None
+        if len(frames) != n or conf.shape != (n, 21) or len(sides) != n:
+            raise AdapterError(f"{path}: frame (N,), conf (N, 21) and side (N,) must match kp2d/kp3d's N = {n}")
+        dets = []
+        for i in range(n):
+            bad3 = k3 is not None and not np.isfinite(k3[i]).all()
+            dets.append(Detection(int(frames[i]), kp2d=None if k2 is None else k2[i],
+                                  kp2d_conf=None if k2 is None else np.clip(conf[i], 0, 1),
+                                  layout2d=None if k2 is None else "hand21",
+                                  kp3d=None if k3 is None or bad3 else k3[i],
+                                  layout3d=None if k3 is None or bad3 else "hand21", kp3d_root_relative=True,
+                                  side=_side(sides[i], path, int(frames[i])),
+                                  track_id=None if tids is None else int(tids[i]), source=self.name))
+        return group_by_frame(dets)
+
+
+def _side(v, path, frame):
+    if v is None or v == "":
+        return None
+    s = str(v).lower()
+    if s not in ("left", "right"):
+        raise AdapterError(f"{path}: frame {frame}: handedness must be 'left' or 'right', got {v!r}")
+    return s
