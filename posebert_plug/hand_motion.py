@@ -64,7 +64,8 @@ def _smoothstep(t):
 class HandMotionGenerator:
     """Seeded generator of (rotmats (T, 16, 3, 3), wrist (T, 3)) sequences for a hand model.
 
-    hand: a model with ``rest_joints`` (16, 3) in MANO order (``DefaultHandModel``).
+    hand: a right-hand model with ``rest_joints`` (16, 3) in MANO order (``DefaultHandModel``);
+    left hands are the mirror image of generated right hands (``refine.mirror_x``).
     """
 
     def __init__(self, hand, fps: float = 30.0, key_seconds=(0.25, 1.5), key_noise: float = 0.15,
@@ -82,8 +83,6 @@ class HandMotionGenerator:
         t = J[13] - J[4]
         t = unit(t - d * (t @ d))                                     # towards the thumb, across the palm
         palmar = unit(np.cross(t, d))                                 # right hand: palm normal = t x d
-        if np.linalg.det(np.stack([t, d, palmar])) < 0:               # mirrored (left) hand
-            palmar = -palmar
         axes = {}
         for name, (a, b, c) in FINGERS.items():
             tip_dir = [unit(J[b] - J[a]), unit(J[c] - J[b]), unit(J[c] - J[b])]

@@ -196,7 +196,7 @@ def main(argv=None):
         opt.step()
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.3f}", joint_mm=f"{terms['joint_mm']:.1f}")
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", joint_mm=f"{terms['joint_mm']:.1f}")
         if rank == 0 and step % args.save_every == 0:
             save()
         if rank == 0 and (step % args.val_every == 0 or step == args.steps):
