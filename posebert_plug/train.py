@@ -114,7 +114,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-resume", action="store_true", help="start afresh even if <out>/last.pt exists")
-    ap.add_argument("--init", metavar="CKPT", help="start from these weights (a model.pt), e.g. to fine-tune")
+    ap.add_argument("--init", metavar="CKPT", help="start from these weights (a model.pt), e.g. to fine-tune; tensors "
+                    "of another shape (another preset's input embedding) stay freshly initialised")
     ap.add_argument("--init-masked", choices=["mean", "interp", "smooth"], default=None,
                     help="smpl preset: masked frames start from the mean pose (paper) or the interpolated input; "
                          "smooth: every frame starts from a robust smoothing of the interpolated input")
@@ -156,8 +157,15 @@ def main(argv=None):
         print(f"resumed from {last} at step {step}", flush=True)
     elif args.init:
         blob = torch.load(args.init, map_location=device, weights_only=True)
-        model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
-        print(f"initialised from {args.init}", flush=True)
+        own = model.state_dict()
+        # Tensors whose shape differs (the input embedding of another preset) keep their fresh init:
+        # a trunk trained on one input kind starts another preset far closer than random weights.
+        keep = {k: v.float() for k, v in blob["state_dict"].items() if k in own and own[k].shape == v.shape}
+        skipped = sorted(set(own) - set(keep))
+        model.load_state_dict(keep, strict=False)
+        if skipped or "mean_theta" not in keep:
+            set_mean_pose(model, train, preset, body, args.seed)
+        print(f"initialised from {args.init}" + (f" (kept fresh: {', '.join(skipped)})" if skipped else ""), flush=True)
     else:
         set_mean_pose(model, train, preset, body, args.seed)
     net = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
