@@ -31,18 +31,39 @@ _INCIDENCE = {}
 
 
 def vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """(V, 3) vertices, (F, 3) faces -> (V, 3) unit normals (area-weighted)."""
-    key = (id(f), f.shape, len(v))
+    """(V, 3) or (P, V, 3) vertices, (F, 3) faces -> unit normals of the same shape (area-weighted).
+
+    Several meshes of one topology go through one sparse product (rendering several people)."""
+    v = np.asarray(v)
+    batch = v.ndim == 3
+    vb = v if batch else v[None]
+    P, V = vb.shape[:2]
+    key = (id(f), f.shape, V)
     if key not in _INCIDENCE:  # vertex-face incidence, built once per topology
         from scipy.sparse import csr_matrix
         rows = np.asarray(f).reshape(-1)
         cols = np.repeat(np.arange(len(f)), 3)
-        _INCIDENCE.clear()
-        _INCIDENCE[key] = (csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(v), len(f))), f)
+        if len(_INCIDENCE) > 8:
+            _INCIDENCE.clear()
+        _INCIDENCE[key] = (csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(V, len(f))), f)
     A = _INCIDENCE[key][0]
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    n = A @ fn
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    fn = np.cross(vb[:, f[:, 1]] - vb[:, f[:, 0]], vb[:, f[:, 2]] - vb[:, f[:, 0]])     # (P, F, 3)
+    n = (A @ fn.transpose(1, 0, 2).reshape(len(f), P * 3)).reshape(V, P, 3).transpose(1, 0, 2)
+    n = n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
+    return n if batch else n[0]
+
+
+def _by_topology(meshes):
+    """Drawable meshes grouped by face array: [(faces, vertices (P, V, 3) float32, colours)]."""
+    groups = {}
+    for v, f, c in meshes:
+        v = np.asarray(v, np.float32)
+        if not np.isfinite(v).all() or (v[:, 2] <= 0.05).any():
+            continue  # behind the camera or invalid: not drawable
+        groups.setdefault(id(f), (f, [], []))
+        groups[id(f)][1].append(v)
+        groups[id(f)][2].append(c)
+    return [(f, np.stack(vs), cs) for f, vs, cs in groups.values()]
 
 
 def _composite(image, rgba, alpha):
@@ -120,15 +141,13 @@ class ModernGLRenderer:
         self.prog["size"].value = (W, H)
         self.prog["znear"].value, self.prog["zfar"].value = 0.05, 200.0
         data, index, offset = [], [], 0
-        for v, f, c in meshes:  # all people in one buffer, one draw call
-            v = np.asarray(v, np.float32)
-            if not np.isfinite(v).all() or (v[:, 2] <= 0.05).any():
-                continue  # behind the camera or invalid: not drawable
-            n = vertex_normals(v, f).astype(np.float32)
-            col = np.broadcast_to(np.asarray(c, np.float32), v.shape)
-            data.append(np.concatenate([v, n, col], 1))
-            index.append(np.asarray(f, np.int32) + offset)
-            offset += len(v)
+        for f, vs, cs in _by_topology(meshes):  # all people in one buffer, one draw call
+            ns = vertex_normals(vs, f).astype(np.float32)
+            for v, n, c in zip(vs, ns, cs):
+                col = np.broadcast_to(np.asarray(c, np.float32), v.shape)
+                data.append(np.concatenate([v, n, col], 1))
+                index.append(np.asarray(f, np.int32) + offset)
+                offset += len(v)
         if data:
             vbo = self.ctx.buffer(np.concatenate(data).astype(np.float32).tobytes())
             ibo = self.ctx.buffer(np.concatenate(index).tobytes())
