@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .rotations import rotmat_to_6d, sixd_to_rotmat
+
 
 class Attention(nn.Module):
     def __init__(self, dim, heads, dropout=0.0):
@@ -65,14 +67,23 @@ class PoseBERT(nn.Module):
     running median over 7 frames against outlier poses, then a Gaussian of sigma 3 frames
     against jitter), so the transformer learns a correction to a good filter rather than
     the noise itself.
+
+    ``init_root_from``: optional (start, stop) slice of the input holding the 6D of a
+    per-frame frame rotation C (the canonical frame of 3D keypoints, camera <- canonical);
+    the root then starts at ``C @ root_offset`` (``root_offset``: the rest pose's canonical
+    rotation, a buffer set at training time), interpolated over masked frames and, with
+    ``init_masked="smooth"``, robustly smoothed, instead of at the mean root orientation.
     """
 
     def __init__(self, in_dim, num_joints=24, dim=256, depth=4, heads=8, mlp_dim=512, max_len=256,
-                 dropout=0.0, init_from_input=None, init_masked="mean"):
+                 dropout=0.0, init_from_input=None, init_masked="mean", init_root_from=None):
         super().__init__()
         self.config = dict(in_dim=in_dim, num_joints=num_joints, dim=dim, depth=depth, heads=heads,
                            mlp_dim=mlp_dim, max_len=max_len, dropout=dropout, init_from_input=init_from_input,
                            init_masked=init_masked)
+        if init_root_from is not None:
+            self.config["init_root_from"] = tuple(init_root_from)
+            self.register_buffer("root_offset", torch.eye(3))
         self.num_joints = num_joints
         out_dim = num_joints * 6 + 3
         self.embed = nn.Linear(in_dim, dim)
@@ -111,6 +122,14 @@ class PoseBERT(nn.Module):
             else:
                 start = torch.cat([pose_in, theta[..., s[1] - s[0]:]], dim=-1)
                 theta = torch.where(observed[..., None], start, theta)
+        r = self.config.get("init_root_from")
+        if r is not None:
+            c6 = _interpolate_masked(x[..., r[0]:r[1]], observed, theta[..., :6])
+            if self.config.get("init_masked", "mean") == "smooth":
+                c6 = _robust_smooth(c6)
+            root = rotmat_to_6d(sixd_to_rotmat(c6) @ self.root_offset.to(c6.dtype))
+            theta = torch.cat([torch.where(observed.any(1, keepdim=True)[..., None], root, theta[..., :6]),
+                               theta[..., 6:]], dim=-1)
         outputs = []
         for attn, ff in self.blocks:
             h = h + attn(h, key_mask)

@@ -84,6 +84,10 @@ class Preset:
         kw = dict(in_dim=self.in_dim, num_joints=self.num_joints, **MODEL_SIZES[size])
         if self.kind == "smpl":
             kw["init_from_input"] = (0, 144)
+        if self.kind == "kp3d":   # the root starts at the keypoints' canonical frame, smoothed
+            K = self.num_keypoints
+            kw["init_root_from"] = (3 * K, 3 * K + 6)
+            kw["init_masked"] = "smooth"
         return kw
 
 
@@ -222,6 +226,8 @@ def load_model(preset="smpl", checkpoint=None, device="cpu") -> PoseBERT:
     cfg = dict(blob["config"])
     if cfg.get("init_from_input") is not None:
         cfg["init_from_input"] = tuple(cfg["init_from_input"])
+    if cfg.get("init_root_from") is not None:
+        cfg["init_root_from"] = tuple(cfg["init_root_from"])
     model = PoseBERT(**cfg)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
     model.preset = get_preset(blob["preset"])

@@ -86,6 +86,11 @@ def set_mean_pose(model, cache, preset, body, seed, n=2048):
     mean6d = rotmat_to_6d(b["rotmats"]).reshape(-1, model.num_joints, 6).mean(0)
     mean6d = rotmat_to_6d(sixd_to_rotmat(mean6d))  # back onto the rotation manifold
     model.mean_theta.copy_(torch.cat([mean6d.flatten(), b["param"].reshape(-1, 3).mean(0)]))
+    if hasattr(model, "root_offset"):   # rest pose's canonical rotation (see PoseBERT init_root_from)
+        from .features import canonical_rotation
+        p = get_preset(preset)
+        rest = body.pose_keypoints(torch.eye(3).expand(1, model.num_joints, 3, 3), None, p.layout)[0]
+        model.root_offset.copy_(canonical_rotation(rest, p.layout))
 
 
 def lr_at(step, total, base, warmup=100, final=0.1):
@@ -163,7 +168,7 @@ def main(argv=None):
         keep = {k: v.float() for k, v in blob["state_dict"].items() if k in own and own[k].shape == v.shape}
         skipped = sorted(set(own) - set(keep))
         model.load_state_dict(keep, strict=False)
-        if skipped or "mean_theta" not in keep:
+        if skipped or "mean_theta" not in keep or ("root_offset" in own and "root_offset" not in keep):
             set_mean_pose(model, train, preset, body, args.seed)
         print(f"initialised from {args.init}" + (f" (kept fresh: {', '.join(skipped)})" if skipped else ""), flush=True)
     else:
