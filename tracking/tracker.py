@@ -35,14 +35,14 @@ class TrackerConfig:
     w_3d: float = 0.5
     w_size: float = 0.5
     root_scale: float = 1.0       # metres at which the 3D term saturates
-    max_cost: float = 1.6         # gating: no match above this (sum of the weighted terms)
+    max_cost: float = 2.0         # gating: no match above this (sum of the weighted terms)
     lost_cost_growth: float = 0.02  # the gate widens by this per missed frame (re-identification)
     n_init: int = 3               # consecutive hits before a track is confirmed
     max_gap: int = 30             # frames a track may miss before it dies
     min_length: int = 5           # observed frames a track needs to be reported
     min_score: float = 0.25       # detections below are ignored
     velocity_smoothing: float = 0.5
-    velocity_damping_frames: int = 10  # extrapolate with velocity for at most this many frames
+    velocity_damping_frames: int = 20  # extrapolate with velocity for at most this many frames
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
