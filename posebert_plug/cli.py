@@ -35,6 +35,8 @@ def build_parser():
     ap.add_argument("--preset", default="auto", help="PoseBERT preset: auto (from the inputs), smpl, kp3d-h36m17, "
                     "kp3d-mediapipe33, kp2d-coco17, kp3d-hand21 (hands)")
     ap.add_argument("--smpl-dir", metavar="DIR", help="folder with SMPL model files; default: the free body model")
+    ap.add_argument("--mano-dir", metavar="DIR", help="folder with MANO_RIGHT.pkl / MANO_LEFT.pkl for hand meshes; "
+                    "default: the free hand model")
     ap.add_argument("--out", default="out", help="output folder (default ./out)")
     ap.add_argument("--device", default="auto", help="auto (GPU when present), cpu or cuda")
     ap.add_argument("--baseline", nargs="+", default=["savgol"], choices=["savgol", "nearest"],
@@ -74,7 +76,7 @@ def refine_main(argv=None):
         print("posebert-refine: error: --predict-ahead needs --online", file=sys.stderr)
         return 2
     p = Pipeline(estimator=args.estimator, estimator_output=args.estimator_output, preset=args.preset,
-                 smpl_dir=args.smpl_dir, device=args.device, baselines=tuple(args.baseline), online=args.online,
+                 smpl_dir=args.smpl_dir, mano_dir=args.mano_dir, device=args.device, baselines=tuple(args.baseline), online=args.online,
                  predict_ahead=args.predict_ahead, imgsz=args.imgsz, yolo_weights=args.yolo_weights,
                  renderer=args.renderer, render=not args.no_render, skeleton_only=args.skeleton_only,
                  side_by_side=not args.no_side_by_side, max_frames=args.max_frames, progress=not args.quiet)

@@ -39,6 +39,7 @@ class Pipeline:
     estimator_output: str | None = None
     preset: str = "auto"
     smpl_dir: str | None = None
+    mano_dir: str | None = None
     device: str = "auto"
     baselines: tuple = ("savgol",)
     online: bool = False

@@ -53,16 +53,16 @@ def _project(points, video):
 class ModelsByTrack:
     """The mesh model of a refined track: the body, or the free hand of the track's side."""
 
-    def __init__(self, body):
-        self.body, self.hands = body, {}
+    def __init__(self, body, mano_dir=None):
+        self.body, self.hands, self.mano_dir = body, {}, mano_dir
 
     def __call__(self, r):
         side = getattr(r, "side", None)
         if side is None:
             return self.body
         if side not in self.hands:
-            from .hand_model import DefaultHandModel
-            self.hands[side] = DefaultHandModel(side)
+            from .hand_model import load_hand_model
+            self.hands[side] = load_hand_model("mano" if self.mano_dir else "default", side, self.mano_dir)
         return self.hands[side]
 
 
@@ -76,7 +76,7 @@ def write_outputs(p, stage, video_path, video, frames, tracks, refined, base) ->
     timings["write_results"] = time.time() - t
     if p.bvh:
         t = time.time()
-        write_bvh_tracks(os.path.join(stage, "bvh"), refined, body, video.fps)
+        write_bvh_tracks(os.path.join(stage, "bvh"), refined, body, video.fps, p.mano_dir)
         timings["bvh"] = time.time() - t
     if p.render:
         t = time.time()
@@ -91,11 +91,11 @@ def write_outputs(p, stage, video_path, video, frames, tracks, refined, base) ->
                                                 "preset": r.preset} for r in refined]}
 
 
-def write_bvh_tracks(folder, refined, body, fps):
+def write_bvh_tracks(folder, refined, body, fps, mano_dir=None):
     """One BVH per track: SMPL-24 skeleton for bodies, MANO-16 for hands; Y-up world, metres."""
     from .mocap.bvh import write_bvh
     os.makedirs(folder, exist_ok=True)
-    model_for = ModelsByTrack(body)
+    model_for = ModelsByTrack(body, mano_dir)
     for r in refined:
         m = model_for(r)
         rest = m.rest_joints.double().numpy()
@@ -111,7 +111,7 @@ def render_videos(p, stage, video_path, video, tracks, refined, base, body):
     from render import get_renderer, track_colour
     from tqdm import tqdm
     renderer = None if p.skeleton_only else get_renderer(p.renderer)
-    model_for = ModelsByTrack(body)
+    model_for = ModelsByTrack(body, p.mano_dir)
     f_px = _focal_px(video)
     by_frame = {}
     for r in refined:
