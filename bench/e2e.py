@@ -85,8 +85,8 @@ def per_person_estimates(tracks, refined, gt, owner, T):
     return est
 
 
-def lift_single_frame(tracks, video):
-    return refine_tracks(tracks, model="kp2d-coco17", window=1, stride=1, video=video)
+def lift_single_frame(tracks, video, model="kp2d-coco17"):
+    return refine_tracks(tracks, model=model, window=1, stride=1, video=video)
 
 
 def savgol_of(outs):
@@ -103,24 +103,28 @@ def savgol_of(outs):
     return sm
 
 
-def run_scene(cache, seed, people, T, tmp, timing):
+def run_scene(cache, seed, people, T, tmp, timing, cached=None, model="kp2d-coco17"):
+    """cached: this scene's detections from --detections (skips rendering and YOLO)."""
     cfg = SceneConfig(people=people, frames=T, seed=seed)
     scene = generate_scene(cache, cfg, BODY)
     path = os.path.join(tmp, f"scene{seed}.mp4")
-    t0 = time.time()
-    scene.write_video(path)
-    timing["render"] += time.time() - t0
-    import adapters
-    t0 = time.time()
-    frames = list(adapters.get("yolo")().run(path, cfg.video))
-    timing["detect"] += time.time() - t0
+    if cached is not None:
+        frames = cached
+    else:
+        t0 = time.time()
+        scene.write_video(path)
+        timing["render"] += time.time() - t0
+        import adapters
+        t0 = time.time()
+        frames = list(adapters.get("yolo")().run(path, cfg.video))
+        timing["detect"] += time.time() - t0
     t0 = time.time()
     tracks = track_detections(frames, cfg.video)
     timing["track"] += time.time() - t0
     t0 = time.time()
-    pb = refine_tracks(tracks, model="kp2d-coco17", video=cfg.video) if tracks else []
+    pb = refine_tracks(tracks, model=model, video=cfg.video) if tracks else []
     timing["refine"] += time.time() - t0
-    single = lift_single_frame(tracks, cfg.video) if tracks else []
+    single = lift_single_frame(tracks, cfg.video, model) if tracks else []
     outs = {"(a) per-frame lifting": single, "(b) nearest-fill + SG": savgol_of(single), "(c) PoseBERT": pb}
     owner = match_tracks(tracks, scene.gt)
     return scene, frames, tracks, outs, owner, path
@@ -179,9 +183,19 @@ def main(argv=None):
     ap.add_argument("--frames", type=int, default=150)
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--no-video", action="store_true", help="skip the side-by-side video")
+    ap.add_argument("--save-detections", metavar="JSON", help="also write the YOLO detections of every scene")
+    ap.add_argument("--detections", metavar="JSON", help="reuse detections saved by --save-detections "
+                    "(no rendering or YOLO: re-scores tracking and refinement in seconds)")
+    ap.add_argument("--checkpoint", help="a kp2d-coco17 model.pt instead of the shipped weights")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     cache = MotionCache(os.path.join(args.cache, "val.npz"))
+    model = "kp2d-coco17"
+    if args.checkpoint:
+        from posebert_plug.presets import load_model
+        model = load_model("kp2d-coco17", checkpoint=args.checkpoint)
+    saved = _load_detections(args.detections) if args.detections else {}
+    to_save = {}
     plan = DEFAULT_SCENES[:args.scenes] + [(s, 1 + s % 4) for s in range(len(DEFAULT_SCENES), args.scenes)]
     timing = dict.fromkeys(("render", "detect", "track", "refine"), 0.0)
     os.makedirs(args.out, exist_ok=True)
@@ -189,7 +203,9 @@ def main(argv=None):
     t_start = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         for n, (seed, people) in enumerate(plan):
-            scene, frames, tracks, outs, owner, path = run_scene(cache, seed, people, args.frames, tmp, timing)
+            scene, frames, tracks, outs, owner, path = run_scene(cache, seed, people, args.frames, tmp, timing,
+                                                                 saved.get(seed), model)
+            to_save[seed] = frames
             g, o, b = mot_rows(scene, frames, tracks)
             mot_gt.append(g), mot_ours.append(o), mot_byte.append(b)
             # detection rate: visible GT boxes matched by some YOLO box at IoU >= 0.5
@@ -209,6 +225,8 @@ def main(argv=None):
                   f"{sum(len(f) for f in frames)} detections", flush=True)
             if n == len(plan) - 1 and not args.no_video:
                 side_by_side(scene, frames, tracks, outs, os.path.join(args.out, "e2e_side_by_side.mp4"))
+    if args.save_detections:
+        _save_detections(args.save_detections, to_save)
     from track_bench import evaluate
     mo, mb = evaluate(mot_gt, mot_ours), evaluate(mot_gt, mot_byte)
     wall = time.time() - t_start
@@ -238,6 +256,27 @@ def main(argv=None):
         f.write(text + "\n")
     plot(totals, os.path.join(args.out, "e2e.png"))
     return 0
+
+
+def _save_detections(path, by_seed):
+    import json
+    rows = {str(seed): [[{"frame": d.frame, "box": d.box.tolist(), "score": d.score, "kp2d": d.kp2d.tolist(),
+                          "conf": d.kp2d_conf.tolist()} for d in f.detections] for f in frames]
+            for seed, frames in by_seed.items()}
+    with open(path, "w") as f:
+        json.dump(rows, f)
+
+
+def _load_detections(path):
+    import json
+    from posebert_plug.types import Detection, FrameDetections
+    with open(path) as f:
+        rows = json.load(f)
+    return {int(seed): [FrameDetections(i, [Detection(d["frame"], box=d["box"], score=d["score"],
+                                                      kp2d=np.array(d["kp2d"]), kp2d_conf=np.array(d["conf"]),
+                                                      layout2d="coco17") for d in dets])
+                        for i, dets in enumerate(frames)]
+            for seed, frames in rows.items()}
 
 
 def plot(totals, path):
