@@ -215,7 +215,7 @@ def main(argv=None):
         if rank == 0 and (step % args.val_every == 0 or step == args.steps):
             m = evaluate(model, val, preset, body)
             c = evaluate(model, val, preset, body, corrupt=False)
-            entry = {"step": step, "minutes": (time.time() - t0) / 60, "train_loss": float(loss),
+            entry = {"step": step, "minutes": (time.time() - t0) / 60, "train_loss": loss.item(),
                      "val_corrupt": m, "val_clean": c}
             log.append(entry)
             print(f"\nstep {step}: val corrupted MPJPE {m['MPJPE']:.1f} PA {m['PA-MPJPE']:.1f} Accel {m['Accel']:.1f} "

@@ -26,6 +26,8 @@ def main():
     ap.add_argument("--command", required=True)
     ap.add_argument("--cache-manifest", default=None)
     ap.add_argument("--bench", action="append", default=[])
+    ap.add_argument("--data", default=None, help="the data line of the card (default: the body mocap cache)")
+    ap.add_argument("--note", action="append", default=[], help="a paragraph for the card (e.g. the run it started from)")
     args = ap.parse_args()
     blob = torch.load(os.path.join(args.run, "model.pt"), map_location="cpu", weights_only=True)
     preset = blob["preset"]
@@ -42,9 +44,10 @@ def main():
              f"sha256 `{index[preset]['sha256']}`", f"- model: {blob['config']} ({params / 1e6:.2f} M parameters)",
              f"- steps: {step}; wall time: {log[-1]['minutes']:.0f} min" if log else f"- steps: {step}",
              f"- command: `{args.command}`", "- hardware: 2 CPU cores (shared with development work), fp32",
-             "- data: all Bandai-Namco 1+2 and CMU 01-03 clips retargeted to SMPL-24 at 30 fps "
-             "(`posebert-data build --src ../shared/data/mocap --out cache`); validation split fixed by clip "
-             "(Bandai style old/elderly, CMU subject 03), never tuned on.", "",
+             "- data: " + (args.data or "all Bandai-Namco 1+2 and CMU 01-03 clips retargeted to SMPL-24 at 30 fps "
+                           "(`posebert-data build --src ../shared/data/mocap --out cache`); validation split fixed by "
+                           "clip (Bandai style old/elderly, CMU subject 03), never tuned on."),
+             *[f"- {n}" for n in args.note], "",
              "## Validation during training (fixed 256 windows of 64 frames, mm; Accel mm/frame²)", "",
              "| step | min | corrupted MPJPE | PA-MPJPE | Accel | root transl err | clean MPJPE | PA-MPJPE | Accel |",
              "|---|---|---|---|---|---|---|---|---|"]
