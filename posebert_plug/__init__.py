@@ -1,12 +1,14 @@
 """posebert-plug: turn any image-based 3D human pose estimator into a video-based one.
 
 Public API (shapes and units are documented on each object):
-- ``load_body_model(kind="default" | "smpl", model_dir=None)``
+- ``load_body_model(kind="default" | "smpl", model_dir=None)``,
+  ``load_hand_model(kind="default" | "mano", side="right", model_dir=None)``
 - ``load_motion(path, joint_map=None, calibration_frame=None, fps=30)``
 - ``load_model(preset)``, ``available_presets()``
 - ``refine_tracks(detections, model="auto", device="auto")``, ``predict_future``,
   ``complete_motion``, ``OnlineRefiner``
 - data types: ``Detection``, ``FrameDetections``, ``Track``, ``RefinedTrack``, ``VideoInfo``
+- ``generate_scene(cache, SceneConfig(...))``: rendered multi-person scenes with ground truth
 """
 from .body_model import load_body_model
 from .presets import available_presets, load_model
@@ -32,10 +34,16 @@ def __getattr__(name):
     if name in ("predict_future", "complete_motion", "OnlineRefiner", "ConfidencePolicy"):
         from . import refine
         return getattr(refine, name)
+    if name == "load_hand_model":
+        from .hand_model import load_hand_model
+        return load_hand_model
+    if name in ("generate_scene", "SceneConfig"):
+        from . import scenes
+        return getattr(scenes, name)
     raise AttributeError(name)
 
 
 __all__ = ["load_body_model", "load_motion", "load_model", "available_presets", "refine_tracks",
            "predict_future", "complete_motion", "OnlineRefiner", "ConfidencePolicy", "Detection",
            "FrameDetections", "Track", "RefinedTrack", "VideoInfo", "save_tracks", "load_tracks",
-           "get_skeleton", "available_skeletons"]
+           "get_skeleton", "available_skeletons", "load_hand_model", "generate_scene", "SceneConfig"]
