@@ -106,7 +106,7 @@ class Pipeline:
     def refine(self, tracks, video) -> list:
         from .refine import OnlineRefiner, refine_tracks
         if not self.online:
-            return refine_tracks(tracks, model=self.preset, device=self.device)
+            return refine_tracks(tracks, model=self.preset, device=self.device, progress=self.progress)
         from .presets import get_preset
         from .refine import choose_preset
         out = []

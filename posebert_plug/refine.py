@@ -181,7 +181,7 @@ class Refiner:
         return self.models[name]
 
     @torch.inference_mode()
-    def run(self, items, model, window=64, stride=16, batch_size=256):
+    def run(self, items, model, window=64, stride=16, batch_size=256, progress=False):
         """items: list of (x (N, D), observed (N,)) -> list of (pose6d (N, J*6), param (N, 3), covered (N,))."""
         T = window
         jobs = []  # (item, start, length)
@@ -192,8 +192,11 @@ class Refiner:
         acc = [(torch.zeros(len(x), P), torch.zeros(len(x), 3), torch.zeros(len(x))) for x, _ in items]
         tri = torch.minimum(torch.arange(1, T + 1), torch.arange(T, 0, -1)).float()
         D = items[0][0].shape[-1] if items else 0
+        from tqdm import tqdm
+        bar = tqdm(total=sum(n for _, _, n in jobs), desc="refine", unit="frame", disable=not progress)
         for b in range(0, len(jobs), batch_size):
             chunk = jobs[b:b + batch_size]
+            bar.update(sum(n for _, _, n in chunk))
             X = torch.zeros(len(chunk), T, D)
             M = torch.zeros(len(chunk), T, dtype=torch.bool)
             for k, (i, s, n) in enumerate(chunk):
@@ -213,6 +216,7 @@ class Refiner:
                 p6[s:s + n] += w[:, None] * pose6d[k, :n]
                 pr[s:s + n] += w[:, None] * param[k, :n]
                 ws[s:s + n] += w
+        bar.close()
         out = []
         for p6, pr, ws in acc:
             covered = ws > 0
@@ -278,7 +282,7 @@ def _fill_uncovered(R, param, covered):
 def refine_tracks(detections, model="auto", device="auto", window: int = 64, stride: int = 16,
                   policy: ConfidencePolicy | None = None, video: VideoInfo | None = None,
                   batch_size: int = 256, extra_frames: int = 0, model_fps: float = 30.0,
-                  align_2d: bool = True) -> list:
+                  align_2d: bool = True, progress: bool = False) -> list:
     """Refine tracks with PoseBERT.
 
     detections: Tracks, or FrameDetections/Detections (grouped by ``track_id`` when
@@ -293,6 +297,7 @@ def refine_tracks(detections, model="auto", device="auto", window: int = 64, str
         keypoints reproject onto the observed 2D keypoints (weighted least squares per observed
         frame, then smoothed; filled frames keep PoseBERT's translation shifted by the interpolated
         correction). ``False`` returns PoseBERT's own (x2d, y2d, nearness) translation.
+    progress: show a progress bar (window-frames per second) over the model batches.
     Returns one :class:`RefinedTrack` per input track (empty list for no tracks).
     An all-missing track raises ValueError naming it.
     """
@@ -326,7 +331,7 @@ def refine_tracks(detections, model="auto", device="auto", window: int = 64, str
                 xu[::k], ou[::k] = x, obs
                 x, obs = xu, ou
             items.append((x, obs))
-        outs = ref.run(items, net, window=window, stride=stride, batch_size=batch_size)
+        outs = ref.run(items, net, window=window, stride=stride, batch_size=batch_size, progress=progress)
         for t, (x, obs), (_, _, fn), (p6, param, covered) in zip(ts, items, encoded, outs):
             R = sixd_to_rotmat(p6.reshape(-1, net.num_joints, 6))
             R, param = _fill_uncovered(R, param, covered)
