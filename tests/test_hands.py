@@ -260,3 +260,21 @@ def test_cli_mediapipe_hands_on_the_bundled_clip(tmp_path):
     assert len(tracks) == 1 and tracks[0].side == "right" and tracks[0].joints.shape[1:] == (21, 3)
     assert (tmp_path / "o" / "overlay.mp4").stat().st_size > 10_000
     assert (tmp_path / "o" / "bvh" / "track_000.bvh").is_file()
+
+
+def test_online_hand_demo_streams_joint_angles(tmp_path):
+    """examples/hand_online_demo.py on the bundled clip: JSON lines of per-finger angles, latency summary."""
+    import os
+    import subprocess
+    import sys
+    demo = os.path.join(os.path.dirname(__file__), "..", "examples", "hand_online_demo.py")
+    out = tmp_path / "stream.jsonl"
+    r = subprocess.run([sys.executable, demo, "--source", os.path.join(os.path.dirname(demo), "hand_clip.mp4"),
+                        "--max-frames", "20", "--ahead", "3", "--out", str(out), "--quiet"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "median refinement latency" in r.stdout
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) >= 15 and rows[0]["side"] == "right" and rows[0]["ahead"] == 3
+    assert set(rows[0]["fingers_deg"]) == {"thumb", "index", "middle", "ring", "pinky"}
+    assert all(len(v) == 3 for v in rows[0]["fingers_deg"].values())
