@@ -4,7 +4,7 @@ import pytest
 import roma
 import torch
 
-from conftest import random_motion
+from conftest import needs_shared, random_motion, shared_path
 from posebert_plug import baselines as B
 from posebert_plug import metrics as M
 from posebert_plug.refine import ConfidencePolicy, OnlineRefiner, complete_motion, encode_track, predict_future, \
@@ -45,6 +45,35 @@ def test_preset_choice_and_override():
     assert refine_tracks([t])[0].preset == "kp2d-coco17"
     with pytest.raises(ValueError, match="needs SMPL rotations"):
         refine_tracks([t], model="smpl")
+
+
+@needs_shared
+def test_h36m_keypoints_use_the_shipped_kp3d_preset(body, tmp_path):
+    """3D H36M-17 keypoints of a held-out CMU clip (subject 03, the validation split) go to kp3d-h36m17
+    (shipped); with every fifth frame missing, the refined body's keypoints stay near the input's,
+    much nearer than the rest pose with the true root orientation."""
+    import subprocess
+    from posebert_plug import load_motion
+    members = ["subjects/03/03_01.amc", "subjects/03/03.asf"]
+    subprocess.run(["tar", "-xJf", shared_path("data", "mocap", "cmu-asfamc-01-03.tar.xz"), "-C", str(tmp_path),
+                    *members], check=True)
+    m = load_motion(tmp_path / members[0])
+    R = m.rotmats[:90].astype(np.float32).copy()
+    R[:, 0] = np.diag([1.0, -1, -1]) @ R[:, 0]            # Y-up world -> camera frame, facing the camera
+    tr = np.column_stack([np.zeros(90), np.full(90, 0.2), np.full(90, 4.0)]).astype(np.float32)
+    kp = body.pose_keypoints(torch.as_tensor(R), torch.as_tensor(tr), "h36m17").numpy()
+    dets = [Detection(f, kp3d=kp[f], layout3d="h36m17") for f in range(90) if f % 5]
+    track = Track.from_detections(0, dets, V)
+    out = refine_tracks([track])[0]
+    assert out.preset == "kp3d-h36m17" and out.rotmats.shape == (len(track), 24, 3, 3)
+    rel = lambda k: k - k[:, :1]
+    mine = body.pose_keypoints(torch.as_tensor(out.rotmats), None, "h36m17").numpy()
+    err = np.linalg.norm(rel(mine) - rel(kp[track.frames]), axis=-1).mean()
+    R0 = np.tile(np.eye(3, dtype=np.float32), (len(track), 24, 1, 1))
+    R0[:, 0] = R[track.frames, 0]
+    rest = body.pose_keypoints(torch.as_tensor(R0), None, "h36m17").numpy()
+    err_rest = np.linalg.norm(rel(rest) - rel(kp[track.frames]), axis=-1).mean()
+    assert err < 0.08 and err < 0.5 * err_rest, (err, err_rest)
 
 
 def test_windows_blend_without_seams():
