@@ -203,21 +203,29 @@ def _half(img, w, h):
     return img[: 2 * h: 2, : 2 * w: 2]
 
 
+MAX_PLOTTED_TRACKS = 8
+
+
 def write_plots(stage, video, tracks, refined, base, body):
-    """Per-track 2D acceleration over time (input vs SG vs PoseBERT) and the filled-gap timeline."""
+    """2D acceleration over time (input vs SG vs PoseBERT) of the ``MAX_PLOTTED_TRACKS`` longest
+    tracks (the figure stays a fixed size on long videos) and the filled-gap timeline of all."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     tr_by_id = {t.track_id: t for t in tracks}
     sg = base.get("savgol", {})
-    n = len(refined)
+    shown = sorted(refined, key=lambda r: -len(r))[:MAX_PLOTTED_TRACKS]
+    n = len(shown)
     fig, axes = plt.subplots(n + 1, 1, figsize=(10, 2.2 * (n + 1)), squeeze=False)
 
     def accel(kp):
         a = kp[2:] - 2 * kp[1:-1] + kp[:-2]
-        return np.nanmean(np.linalg.norm(a, axis=-1), axis=-1)
+        ok = np.isfinite(a).all(-1).any(-1)
+        out = np.full(len(a), np.nan)
+        out[ok] = np.nanmean(np.linalg.norm(a[ok], axis=-1), axis=-1)
+        return out
 
-    for k, r in enumerate(refined):
+    for k, r in enumerate(shown):
         ax = axes[k, 0]
         t = tr_by_id.get(r.track_id)
         ours = _project(r.joints, video)      # camera-frame joints (SMPL-24, or hand-21 for hands)
@@ -236,9 +244,12 @@ def write_plots(stage, video, tracks, refined, base, body):
         ax.set_ylabel(f"track {r.track_id}\npx/frame²")
         ax.legend(loc="upper right", fontsize=7)
     ax = axes[n, 0]
-    for k, r in enumerate(refined):
-        ax.scatter(r.frames[r.observed], np.full(r.observed.sum(), k), s=2, c="tab:green", label="observed" if k == 0 else None)
-        ax.scatter(r.frames[~r.observed], np.full((~r.observed).sum(), k), s=2, c="tab:red", label="filled" if k == 0 else None)
+    # One scatter per colour for all tracks (not one per track: thousands of artists on long videos).
+    rows = [(r.frames, np.full(len(r), k), r.observed) for k, r in enumerate(refined)]
+    f, y, o = (np.concatenate(x) for x in zip(*rows)) if rows else (np.zeros(0),) * 3
+    o = o.astype(bool)
+    ax.scatter(f[o], y[o], s=2, c="tab:green", label="observed")
+    ax.scatter(f[~o], y[~o], s=2, c="tab:red", label="filled")
     ax.set_ylabel("track")
     ax.set_xlabel("frame")
     ax.legend(loc="upper right", fontsize=7)
