@@ -298,9 +298,12 @@ def save_tracks(path, tracks: list, video: VideoInfo | None = None) -> None:
     path = os.fspath(path)
     tmp = path + ".part"
     if path.endswith(".json"):
+        # One track at a time: the whole result as Python lists would cost GBs on long videos.
         with open(tmp, "w") as f:
-            json.dump({"video": video.to_dict() if video else None,
-                       "tracks": [{k: _jsonable(v) for k, v in t.to_dict().items()} for t in tracks]}, f)
+            f.write('{"video": ' + json.dumps(video.to_dict() if video else None) + ', "tracks": [')
+            for i, t in enumerate(tracks):
+                f.write((", " if i else "") + json.dumps({k: _jsonable(v) for k, v in t.to_dict().items()}))
+            f.write("]}")
     else:
         arrays = {"num_tracks": np.array(len(tracks))}
         if video is not None:
