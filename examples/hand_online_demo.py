@@ -55,6 +55,8 @@ def main(argv=None):
     ap.add_argument("--max-frames", type=int, default=0)
     ap.add_argument("--quiet", action="store_true", help="no per-frame lines, only the summary")
     ap.add_argument("--checkpoint", help="a kp3d-hand21 model.pt instead of the shipped weights")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads for refinement (0 = all cores; "
+                    "MediaPipe and refinement run one after the other, so they do not compete)")
     args = ap.parse_args(argv)
     source = args.source
     if source == "auto":
@@ -72,7 +74,8 @@ def main(argv=None):
     from posebert_plug.refine import OnlineRefiner, mirror_x
     from posebert_plug.types import VideoInfo
 
-    torch.set_num_threads(1)   # one core for refinement: the latency a robot loop would see
+    if args.threads:
+        torch.set_num_threads(args.threads)
     video = probe(source) if not source.startswith("/dev/video") else VideoInfo(640, 480, 30.0)
     gt = None
     if os.path.abspath(source) == CLIP:
