@@ -153,8 +153,8 @@ def score(est, gt, T):
         for method, (R, tr, cov, det) in est[p].items():
             P = BODY.pose_keypoints(torch.as_tensor(R).float(), None, "smpl24")
             use = cov & person.visible
-            a = acc.setdefault(method, {"err": [], "pa": [], "tr": [], "miss_err": [], "acc": [], "n": 0,
-                                        "vis": 0, "missed": 0})
+            a = acc.setdefault(method, {"err": [], "pa": [], "tr": [], "miss_err": [], "acc": [], "acc_n": 0,
+                                        "n": 0, "vis": 0, "missed": 0})
             a["vis"] += int(person.visible.sum())
             if not use.any():
                 continue
@@ -171,8 +171,7 @@ def score(est, gt, T):
                 if len(run) >= 3:
                     pr, gr = P[run] - P[run][:, :1], G[run] - G[run][:, :1]
                     a["acc"].append(float(M.accel_error(pr, gr)) * (len(run) - 2))
-                    a.setdefault("acc_n", 0)
-                    a["acc_n"] = a.get("acc_n", 0) + len(run) - 2
+                    a["acc_n"] += len(run) - 2
     return acc
 
 
@@ -245,7 +244,7 @@ def main(argv=None):
     for method in ("(a) per-frame lifting", "(b) nearest-fill + SG", "(c) PoseBERT"):
         a = totals[method]
         cat = lambda k: np.concatenate(a[k]) if a[k] else np.zeros(0)
-        accel = sum(a["acc"]) / max(a.get("acc_n", 0), 1)
+        accel = sum(a["acc"]) / max(a["acc_n"], 1)
         miss = cat("miss_err")
         lines.append(f"| {method} | {cat('err').mean():.1f} | {cat('pa').mean():.1f} | {accel:.1f} | "
                      f"{cat('tr').mean():.0f} | {miss.mean() if len(miss) else float('nan'):.1f} | "
