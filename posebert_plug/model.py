@@ -22,13 +22,16 @@ class Attention(nn.Module):
         self.out = nn.Linear(dim, dim)
         self.dropout = dropout
 
-    def forward(self, x, key_mask):
+    def forward(self, x, key_mask, queries=None):
+        """x (B, T, D); ``queries``: optional index of the frames whose output is wanted -> (B, Q, D)."""
         B, T, D = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        if queries is not None:
+            q = q[:, :, queries]
         # key_mask (B, 1, 1, T): True where a frame may be attended to (observed frames only).
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask,
                                            dropout_p=self.dropout if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(B, T, D))
+        return self.out(y.transpose(1, 2).reshape(B, q.shape[2], D))
 
 
 class FeedForward(nn.Module):
@@ -96,9 +99,14 @@ class PoseBERT(nn.Module):
         identity6d = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0]).repeat(num_joints)
         self.register_buffer("mean_theta", torch.cat([identity6d, torch.tensor([0.0, 0.0, -1.5])]))
 
-    def forward(self, x, observed, return_all: bool = False):
+    def forward(self, x, observed, return_all: bool = False, frames=None):
         """x (B, T, in_dim), observed (B, T) bool -> (pose6d (B, T, J*6), transl (B, T, 3)),
-        or with ``return_all`` the list of (pose6d, transl) after every block."""
+        or with ``return_all`` the list of (pose6d, transl) after every block.
+
+        ``frames``: optional 1-D index of the frames wanted (e.g. the newest and the
+        predicted one in streaming use); outputs are then (B, len(frames), ...). The
+        regressor never feeds back into the tokens, so it only runs on those frames:
+        about half the cost of a full forward."""
         B, T, _ = x.shape
         if T > self.pos.shape[0]:
             raise ValueError(f"sequence of {T} frames exceeds the model's window of {self.pos.shape[0]}")
@@ -130,11 +138,18 @@ class PoseBERT(nn.Module):
             root = rotmat_to_6d(sixd_to_rotmat(c6) @ self.root_offset.to(c6.dtype))
             theta = torch.cat([torch.where(observed.any(1, keepdim=True)[..., None], root, theta[..., :6]),
                                theta[..., 6:]], dim=-1)
+        if frames is not None:
+            frames = torch.as_tensor(frames, device=x.device)
+            theta = theta[:, frames]
         outputs = []
-        for attn, ff in self.blocks:
-            h = h + attn(h, key_mask)
+        for i, (attn, ff) in enumerate(self.blocks):
+            last = frames is not None and i == len(self.blocks) - 1
+            if last:  # nothing reads the last block's other tokens: attend from the wanted frames only
+                h = h[:, frames] + attn(h, key_mask, queries=frames)
+            else:
+                h = h + attn(h, key_mask)
             h = h + ff(h)
-            theta = self.regressor(self.norm(h), theta)
+            theta = self.regressor(self.norm(h if frames is None or last else h[:, frames]), theta)
             outputs.append((theta[..., :-3], theta[..., -3:]))
         return outputs if return_all else outputs[-1]
 

@@ -486,11 +486,11 @@ class OnlineRefiner:
         X[0, :n] = torch.stack(buf["x"])
         M = torch.zeros(1, n + self.ahead, dtype=torch.bool)
         M[0, :n] = torch.tensor(buf["obs"])
-        pose6d, param = self.net(X.to(self.ref.device), M.to(self.ref.device))
+        pose6d, param = self.net(X.to(self.ref.device), M.to(self.ref.device), frames=[n - 1, n - 1 + self.ahead])
         R = sixd_to_rotmat(pose6d[0].float().cpu().reshape(-1, self.net.num_joints, 6))
         t = to_real_camera(param[0].float().cpu(), buf["fn"])
         if buf.get("side") == "left":
             R, t = mirror_x(R, t)
-        cur = (R[n - 1].numpy(), t[n - 1].numpy())
-        ahead = (R[-1].numpy(), t[-1].numpy()) if self.ahead else None
+        cur = (R[0].numpy(), t[0].numpy())
+        ahead = (R[1].numpy(), t[1].numpy()) if self.ahead else None
         return cur, ahead

@@ -144,3 +144,19 @@ def test_robust_smooth_start_rejects_an_outlier_and_keeps_a_ramp():
     assert torch.allclose(_robust_smooth(ramp)[0, 10:30], ramp[0, 10:30], atol=1e-5)
     # the outlier frame (5 units off) is gone: what remains is under one ramp step (0.01)
     assert (out[0, 10:30] - ramp[0, 10:30]).abs().max() < 0.01
+
+
+def test_forward_on_selected_frames_matches_the_full_forward():
+    # streaming use asks for two frames only; the regressor then runs on those alone
+    torch.manual_seed(0)
+    m = PoseBERT(in_dim=12, num_joints=2, dim=32, depth=2, heads=4, mlp_dim=64, init_from_input=(0, 12),
+                 init_masked="smooth").eval()
+    with torch.no_grad():
+        for p in m.regressor.parameters():
+            p.normal_(0, 0.1)
+    x, obs = torch.randn(2, 20, 12), torch.rand(2, 20) > 0.3
+    full = m(x, obs)
+    part = m(x, obs, frames=[5, 19])
+    assert part[0].shape == (2, 2, 12) and part[1].shape == (2, 2, 3)
+    assert torch.allclose(part[0], full[0][:, [5, 19]], atol=1e-5)
+    assert torch.allclose(part[1], full[1][:, [5, 19]], atol=1e-5)
