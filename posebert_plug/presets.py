@@ -124,20 +124,21 @@ def bone_lengths(body, layout) -> torch.Tensor:
 
 
 def build_training_batch(preset, rot6d, transl_world, body, g, corrupt: bool = True, obs=None,
-                         noise_scale: float = 1.0) -> dict:
+                         noise_scale: float = 1.0, mask_kw=None) -> dict:
     """Ground truth + corrupted inputs for one batch.
 
     rot6d (B, T, J, 6), transl_world (B, T, 3) from the cache (J = 24 body, 16 hand; ``body``
     is the preset's ``make_body()``). Returns a dict with
     ``x`` (B, T, in_dim), ``observed`` (B, T), ``rotmats`` (B, T, J, 3, 3) target
     (camera-frame root), ``transl`` (B, T, 3) target camera-frame pelvis, ``param`` (B, T, 3).
+    ``mask_kw``: options of ``synth.training_mask`` (mask mixture, longest hidden future).
     """
     p = get_preset(preset)
     B, T = rot6d.shape[:2]
     R, tr = synth.place_in_camera(sixd_to_rotmat(rot6d), transl_world, g, **p.placement)
     out = {"rotmats": R, "transl": tr, "param": transl_to_param(tr)}
     if obs is None:
-        obs = synth.training_mask(B, T, g) if corrupt else torch.ones(B, T, dtype=torch.bool)
+        obs = synth.training_mask(B, T, g, **(mask_kw or {})) if corrupt else torch.ones(B, T, dtype=torch.bool)
     out["observed"] = obs
     if p.kind == "smpl":
         Rin = synth.corrupt_rotations(R, g) if corrupt else R

@@ -77,17 +77,22 @@ def future_mask(B, T, min_len, max_len, g):
     return torch.arange(T)[None] < (T - k)
 
 
-def training_mask(B, T, g):
+MASK_MIX = (0.2, 0.45, 0.2, 0.15)   # light, blocks, heavy, future: the shipped models' mixture
+
+
+def training_mask(B, T, g, mix=MASK_MIX, max_future=None):
     """The mixture the shipped models train with: light random drops, 1-30 frame blocks,
-    heavy random drops (up to 90%) and hidden futures; at least one frame stays observed."""
+    heavy random drops (up to 90%) and hidden futures of 1..``max_future`` frames (default
+    T // 2 + 8), in proportions ``mix``; at least one frame stays observed."""
     kind = torch.rand(B, generator=g)
     light = random_mask(B, T, 0.0, 0.125, g)
     blocks = block_mask(B, T, 0.0, 0.5, 1, 30, g)
     heavy = random_mask(B, T, 0.5, 0.9, g)
-    fut = future_mask(B, T, 1, T // 2 + 8, g) & random_mask(B, T, 0.0, 0.1, g)
-    obs = torch.where((kind < 0.2)[:, None], light,
-                      torch.where((kind < 0.65)[:, None], blocks,
-                                  torch.where((kind < 0.85)[:, None], heavy, fut)))
+    fut = future_mask(B, T, 1, max_future or T // 2 + 8, g) & random_mask(B, T, 0.0, 0.1, g)
+    c = torch.tensor(mix, dtype=torch.float32).cumsum(0) / sum(mix)
+    obs = torch.where((kind < c[0])[:, None], light,
+                      torch.where((kind < c[1])[:, None], blocks,
+                                  torch.where((kind < c[2])[:, None], heavy, fut)))
     none = ~obs.any(1)
     obs[none, 0] = True
     return obs

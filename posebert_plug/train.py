@@ -21,6 +21,7 @@ import time
 import numpy as np
 import torch
 
+from . import synth
 from .metrics import accel_error, mpjpe, pa_mpjpe
 from .model import PoseBERT
 from .mocap.dataset import MotionCache
@@ -125,7 +126,16 @@ def main(argv=None):
                     help="smpl preset: masked frames start from the mean pose (paper) or the interpolated input; "
                          "smooth: every frame starts from a robust smoothing of the interpolated input")
     ap.add_argument("--w-vel", type=float, default=1.0, help="weight of the joint velocity loss (anti-jitter)")
+    ap.add_argument("--mask-mix", default=",".join(map(str, synth.MASK_MIX)), metavar="L,B,H,F",
+                    help="training mask mixture: proportions of light random drops, 1-30 frame blocks, heavy "
+                         "(50-90%%) drops and hidden futures (validation always uses the default)")
+    ap.add_argument("--max-future", type=int, default=None,
+                    help="longest hidden future in frames (default window // 2 + 8)")
     args = ap.parse_args(argv)
+    mix = tuple(float(v) for v in args.mask_mix.split(","))
+    if len(mix) != 4 or min(mix) < 0 or sum(mix) <= 0:
+        ap.error("--mask-mix needs four non-negative proportions, e.g. 0.2,0.45,0.2,0.15")
+    mask_kw = {"mix": mix, "max_future": args.max_future}
     if args.threads:
         torch.set_num_threads(args.threads)
     preset = get_preset(args.preset)
@@ -199,7 +209,7 @@ def main(argv=None):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr)
         rot6d, tr = train.sample(args.batch, args.window, rng)
-        batch = build_training_batch(preset, rot6d, tr, body, g)
+        batch = build_training_batch(preset, rot6d, tr, body, g, mask_kw=mask_kw)
         batch = {k: v.to(device) for k, v in batch.items()}
         outputs = net(batch["x"], batch["observed"], return_all=True)
         loss, terms = compute_loss(outputs, batch, body, w_vel=args.w_vel, layout=preset.loss_layout)

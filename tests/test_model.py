@@ -160,3 +160,17 @@ def test_forward_on_selected_frames_matches_the_full_forward():
     assert part[0].shape == (2, 2, 12) and part[1].shape == (2, 2, 3)
     assert torch.allclose(part[0], full[0][:, [5, 19]], atol=1e-5)
     assert torch.allclose(part[1], full[1][:, [5, 19]], atol=1e-5)
+
+
+def test_training_mask_mixture_and_long_futures():
+    from posebert_plug import synth
+    a = synth.training_mask(32, 64, torch.Generator().manual_seed(0))
+    b = synth.training_mask(32, 64, torch.Generator().manual_seed(0), mix=synth.MASK_MIX)
+    assert torch.equal(a, b)
+    fut = synth.training_mask(512, 64, torch.Generator().manual_seed(1), mix=(0, 0, 0, 1), max_future=56)
+    assert not fut[:, -1].any()                         # futures only: the last frame is always hidden
+    hidden_tail = (~fut).flip(1).cummin(1).values.sum(1)  # length of the hidden run at the end
+    assert hidden_tail.max() >= 56 and hidden_tail.min() >= 1   # (a random drop may lengthen it)
+    short = synth.training_mask(512, 64, torch.Generator().manual_seed(1), mix=(0, 0, 0, 1))
+    assert (~short).flip(1).cummin(1).values.sum(1).median() < hidden_tail.median()
+    assert fut.any(1).all()
