@@ -44,6 +44,18 @@ def test_renderers_match(body):
     assert np.abs(a[..., :3].astype(int) - b[..., :3].astype(int))[ma & mb].mean() < 10
 
 
+
+def test_overlay_reads_back_only_the_people_box_and_matches_the_full_frame(body):
+    from render.renderer import ModernGLRenderer, _composite
+    v = body(torch.eye(3).expand(2, 24, 3, 3).clone(), torch.tensor([[-0.4, 0.0, 3.0], [0.5, 0.2, 4.0]])).vertices.numpy()
+    meshes = [(v[0], body.faces, (0.9, 0.4, 0.3)), (v[1], body.faces, (0.3, 0.6, 0.9))]
+    img = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    r = ModernGLRenderer()
+    full = _composite(img, r.render_rgba((W, H), meshes, 300.0), r.alpha)
+    boxed = r.render(img, meshes, 300.0)
+    assert (full != img).any() and np.array_equal(boxed, full)
+    assert np.array_equal(r.render(img, [], 300.0), img)
+
 def _hybrik_res(path, frames=12):
     N = frames
     R = np.tile(np.eye(3), (N, 24, 1, 1))
