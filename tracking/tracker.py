@@ -41,7 +41,7 @@ class TrackerConfig:
     max_gap: int = 30             # frames a track may miss before it dies
     min_length: int = 5           # observed frames a track needs to be reported
     min_score: float = 0.25       # detections below are ignored
-    velocity_smoothing: float = 0.5
+    velocity_smoothing: float = 0.9   # EMA of the box velocity: occlusions shrink boxes and jerk a raw estimate
     velocity_damping_frames: int = 20  # extrapolate with velocity for at most this many frames
 
 
