@@ -22,26 +22,44 @@ def _focal_px(video):
     return video.focal_px if video.focal_px else focal_norm(None, video.width, video.height) * max(video.width, video.height) / 2
 
 
-def _draw_skeleton(img, kp, conf, layout, colour, radius=2):
+def _draw_skeletons(img, skeletons, radius=2):
+    """Draw [(kp (K, 2) pixels, conf (K,), layout, rgb in [0, 1])] on img (H, W, 3) uint8 -> new image.
+    One PIL round trip per image, however many people."""
     from PIL import Image, ImageDraw
-    im = Image.fromarray(img)
+    if not skeletons:
+        return img
+    im = Image.fromarray(np.ascontiguousarray(img))
     d = ImageDraw.Draw(im)
-    col = tuple(int(c * 255) for c in colour)
-    for c, p in get_skeleton(layout).bones:
-        if conf[c] > 0 and conf[p] > 0 and np.isfinite(kp[[c, p]]).all():
-            d.line([tuple(kp[p]), tuple(kp[c])], fill=col, width=2)
-    for k, c in zip(kp, conf):
-        if c > 0 and np.isfinite(k).all():
-            d.ellipse([k[0] - radius, k[1] - radius, k[0] + radius, k[1] + radius], fill=col)
+    for kp, conf, layout, colour in skeletons:
+        col = tuple(int(c * 255) for c in colour)
+        for c, p in get_skeleton(layout).bones:
+            if conf[c] > 0 and conf[p] > 0 and np.isfinite(kp[[c, p]]).all():
+                d.line([tuple(kp[p]), tuple(kp[c])], fill=col, width=2)
+        for k, c in zip(kp, conf):
+            if c > 0 and np.isfinite(k).all():
+                d.ellipse([k[0] - radius, k[1] - radius, k[0] + radius, k[1] + radius], fill=col)
     return np.asarray(im)
+
+
+def _draw_skeleton(img, kp, conf, layout, colour, radius=2):
+    return _draw_skeletons(img, [(kp, conf, layout, colour)], radius)
+
+
+_LABELS = {}
 
 
 def _label(img, text):
-    from PIL import Image, ImageDraw
-    im = Image.fromarray(img)
-    ImageDraw.Draw(im).rectangle([0, 0, 8 * len(text) + 8, 16], fill=(0, 0, 0))
-    ImageDraw.Draw(im).text((4, 2), text, fill=(255, 255, 255))
-    return np.asarray(im)
+    """Write ``text`` white on black in the top-left corner (the patch is drawn once per text)."""
+    if text not in _LABELS:
+        from PIL import Image, ImageDraw
+        im = Image.new("RGB", (8 * len(text) + 9, 17))
+        ImageDraw.Draw(im).text((4, 2), text, fill=(255, 255, 255))
+        _LABELS[text] = np.asarray(im)
+    patch = _LABELS[text]
+    out = np.array(img)
+    h, w = min(patch.shape[0], out.shape[0]), min(patch.shape[1], out.shape[1])
+    out[:h, :w] = patch[:h, :w]
+    return out
 
 
 def _project(points, video):
@@ -145,9 +163,8 @@ def render_videos(p, stage, video_path, video, tracks, refined, base, body):
                 ours = renderer.render(img, meshes, f_px)
             else:
                 ours = img.copy()
-                for kp, r in skel:
-                    layout = "smpl24" if kp.shape[0] == 24 else "hand21"
-                    ours = _draw_skeleton(ours, kp, np.ones(len(kp)), layout, track_colour(r.track_id))
+                ours = _draw_skeletons(ours, [(kp, np.ones(len(kp)), "smpl24" if kp.shape[0] == 24 else "hand21",
+                                               track_colour(r.track_id)) for kp, r in skel])
             overlay.write(ours)
             if sbs is not None:
                 inp, smo = img, img
@@ -183,10 +200,7 @@ def render_videos(p, stage, video_path, video, tracks, refined, base, body):
                 panels = []
                 for x, skels, name in ((inp, skel_in, "input estimator"), (smo, skel_sg, "Savitzky-Golay"),
                                        (ours, [], "PoseBERT")):
-                    x = _half(x, hw, hh)
-                    for kp, conf, layout, col in skels:
-                        x = _draw_skeleton(x, kp, conf, layout, col, radius=1)
-                    panels.append(_label(np.ascontiguousarray(x), name))
+                    panels.append(_label(_draw_skeletons(_half(x, hw, hh), skels, radius=1), name))
                 sbs.write(np.concatenate(panels, 1))
         overlay.close()
         if sbs is not None:
