@@ -132,7 +132,10 @@ def main(argv=None):
     ap.add_argument("--max-future", type=int, default=None,
                     help="longest hidden future in frames (default window // 2 + 8)")
     args = ap.parse_args(argv)
-    mix = tuple(float(v) for v in args.mask_mix.split(","))
+    try:
+        mix = tuple(float(v) for v in args.mask_mix.split(","))
+    except ValueError:
+        mix = ()
     if len(mix) != 4 or min(mix) < 0 or sum(mix) <= 0:
         ap.error("--mask-mix needs four non-negative proportions, e.g. 0.2,0.45,0.2,0.15")
     mask_kw = {"mix": mix, "max_future": args.max_future}
