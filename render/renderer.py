@@ -39,22 +39,26 @@ def vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
     vb = v if batch else v[None]
     P, V = vb.shape[:2]
     key = (id(f), f.shape, V)
-    if key not in _INCIDENCE:  # vertex-face incidence, built once per topology
+    if key not in _INCIDENCE:  # vertex-face incidence and contiguous corner indices, once per topology
         from scipy.sparse import csr_matrix
         rows = np.asarray(f).reshape(-1)
         cols = np.repeat(np.arange(len(f)), 3)
         if len(_INCIDENCE) > 8:
             _INCIDENCE.clear()
-        _INCIDENCE[key] = (csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(V, len(f))), f)
-    A = _INCIDENCE[key][0]
-    e = vb[:, f]                                                                    # (P, F, 3 corners, 3)
-    d1, d2 = e[:, :, 1] - e[:, :, 0], e[:, :, 2] - e[:, :, 0]
-    fn = np.empty_like(d1)    # cross product by components: np.cross is several times slower here
-    fn[..., 0] = d1[..., 1] * d2[..., 2] - d1[..., 2] * d2[..., 1]
-    fn[..., 1] = d1[..., 2] * d2[..., 0] - d1[..., 0] * d2[..., 2]
-    fn[..., 2] = d1[..., 0] * d2[..., 1] - d1[..., 1] * d2[..., 0]
-    n = (A @ fn.transpose(1, 0, 2).reshape(len(f), P * 3)).reshape(V, P, 3).transpose(1, 0, 2)
-    n = n / np.maximum(np.sqrt((n * n).sum(-1, keepdims=True)), 1e-12)
+        _INCIDENCE[key] = (csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(V, len(f))),
+                           [np.ascontiguousarray(np.asarray(f)[:, k]) for k in range(3)], f)
+    A, corners = _INCIDENCE[key][:2]
+    # Each corner gathered as 12-byte vertex records into a contiguous (P, F, 3) array: ~3x faster
+    # than float fancy indexing, and the differences below then run on contiguous memory.
+    rec = np.ascontiguousarray(vb, np.float32).view(np.dtype((np.void, 12))).reshape(P, V)
+    c0, c1, c2 = (np.take(rec, c, axis=1).view(np.float32).reshape(P, -1, 3) for c in corners)
+    d1, d2 = c1 - c0, c2 - c0
+    fn = np.empty((len(f), P, 3), np.float32)    # face-major for the sparse product; cross by components
+    for k, (a, b) in enumerate(((1, 2), (2, 0), (0, 1))):
+        fn[:, :, k] = (d1[..., a] * d2[..., b] - d1[..., b] * d2[..., a]).T
+    n = (A @ fn.reshape(len(f), P * 3)).reshape(V, P, 3)
+    n /= np.maximum(np.sqrt((n * n).sum(-1, keepdims=True)), 1e-12)
+    n = n.transpose(1, 0, 2)
     return n if batch else n[0]
 
 
