@@ -306,7 +306,7 @@ def plot(totals, path):
 def side_by_side(scene, frames, tracks, outs, path):
     """input detections | nearest-fill + SG | PoseBERT, half resolution, for one scene."""
     from adapters.video import VideoWriter
-    from posebert_plug.pipeline_outputs import _draw_skeleton, _half, _label
+    from posebert_plug.pipeline_outputs import _draw_skeletons, _half, _label
     from render import get_renderer, track_colour
     c = scene.config
     r = get_renderer("auto")
@@ -316,10 +316,8 @@ def side_by_side(scene, frames, tracks, outs, path):
     try:
         for t, img in scene.frames():
             panels = []
-            inp = img.copy()
-            for d in by_frame.get(t, []):
-                if d.kp2d is not None:
-                    inp = _draw_skeleton(inp, d.kp2d, d.kp2d_conf, "coco17", (1.0, 1.0, 1.0), radius=3)
+            inp = _draw_skeletons(img, [(d.kp2d, d.kp2d_conf, "coco17", (1.0, 1.0, 1.0))
+                                        for d in by_frame.get(t, []) if d.kp2d is not None], radius=3)
             panels.append(_label(_half(inp, hw, hh), "YOLO-pose input"))
             for name in ("(b) nearest-fill + SG", "(c) PoseBERT"):
                 meshes = []

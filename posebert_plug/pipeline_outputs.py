@@ -41,10 +41,6 @@ def _draw_skeletons(img, skeletons, radius=2):
     return np.asarray(im)
 
 
-def _draw_skeleton(img, kp, conf, layout, colour, radius=2):
-    return _draw_skeletons(img, [(kp, conf, layout, colour)], radius)
-
-
 _LABELS = {}
 
 
@@ -162,9 +158,8 @@ def render_videos(p, stage, video_path, video, tracks, refined, base, body):
             if renderer is not None and meshes:
                 ours = renderer.render(img, meshes, f_px)
             else:
-                ours = img.copy()
-                ours = _draw_skeletons(ours, [(kp, np.ones(len(kp)), "smpl24" if kp.shape[0] == 24 else "hand21",
-                                               track_colour(r.track_id)) for kp, r in skel])
+                ours = _draw_skeletons(img, [(kp, np.ones(len(kp)), "smpl24" if kp.shape[0] == 24 else "hand21",
+                                     track_colour(r.track_id)) for kp, r in skel])
             overlay.write(ours)
             if sbs is not None:
                 inp, smo = img, img
