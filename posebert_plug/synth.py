@@ -80,14 +80,14 @@ def future_mask(B, T, min_len, max_len, g):
 MASK_MIX = (0.2, 0.45, 0.2, 0.15)   # light, blocks, heavy, future: the shipped models' mixture
 
 
-def training_mask(B, T, g, mix=MASK_MIX, max_future=None):
+def training_mask(B, T, g, mix=MASK_MIX, max_future=None, heavy_max=0.9):
     """The mixture the shipped models train with: light random drops, 1-30 frame blocks,
-    heavy random drops (up to 90%) and hidden futures of 1..``max_future`` frames (default
-    T // 2 + 8), in proportions ``mix``; at least one frame stays observed."""
+    heavy random drops (50% to ``heavy_max``) and hidden futures of 1..``max_future`` frames
+    (default T // 2 + 8), in proportions ``mix``; at least one frame stays observed."""
     kind = torch.rand(B, generator=g)
     light = random_mask(B, T, 0.0, 0.125, g)
     blocks = block_mask(B, T, 0.0, 0.5, 1, 30, g)
-    heavy = random_mask(B, T, 0.5, 0.9, g)
+    heavy = random_mask(B, T, 0.5, heavy_max, g)
     fut = future_mask(B, T, 1, max_future or T // 2 + 8, g) & random_mask(B, T, 0.0, 0.1, g)
     c = torch.tensor(mix, dtype=torch.float32).cumsum(0) / sum(mix)
     obs = torch.where((kind < c[0])[:, None], light,

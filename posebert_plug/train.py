@@ -131,6 +131,8 @@ def main(argv=None):
                          "(50-90%%) drops and hidden futures (validation always uses the default)")
     ap.add_argument("--max-future", type=int, default=None,
                     help="longest hidden future in frames (default window // 2 + 8)")
+    ap.add_argument("--heavy-max", type=float, default=0.9,
+                    help="largest fraction of frames dropped by the heavy random masks (default 0.9)")
     args = ap.parse_args(argv)
     try:
         mix = tuple(float(v) for v in args.mask_mix.split(","))
@@ -138,7 +140,9 @@ def main(argv=None):
         mix = ()
     if len(mix) != 4 or min(mix) < 0 or sum(mix) <= 0:
         ap.error("--mask-mix needs four non-negative proportions, e.g. 0.2,0.45,0.2,0.15")
-    mask_kw = {"mix": mix, "max_future": args.max_future}
+    if not 0.5 <= args.heavy_max < 1:
+        ap.error("--heavy-max must lie in [0.5, 1)")
+    mask_kw = {"mix": mix, "max_future": args.max_future, "heavy_max": args.heavy_max}
     if args.threads:
         torch.set_num_threads(args.threads)
     preset = get_preset(args.preset)

@@ -174,3 +174,13 @@ def test_training_mask_mixture_and_long_futures():
     short = synth.training_mask(512, 64, torch.Generator().manual_seed(1), mix=(0, 0, 0, 1))
     assert (~short).flip(1).cummin(1).values.sum(1).median() < hidden_tail.median()
     assert fut.any(1).all()
+
+
+def test_training_mask_heavy_drop_range():
+    from posebert_plug import synth
+    g = torch.Generator().manual_seed(2)
+    default = 1 - synth.training_mask(512, 200, g, mix=(0, 0, 1, 0)).float().mean(1)
+    wider = 1 - synth.training_mask(512, 200, torch.Generator().manual_seed(2), mix=(0, 0, 1, 0),
+                                    heavy_max=0.97).float().mean(1)
+    assert default.min() > 0.4 and default.max() < 0.95     # U(0.5, 0.9) of 200 frames, sampling noise aside
+    assert wider.max() > 0.93 and wider.mean() > default.mean()
