@@ -175,6 +175,11 @@ def build_training_batch(preset, rot6d, transl_world, body, g, corrupt: bool = T
     return out
 
 
+def trained_window(model) -> int:
+    """The window length a model was trained on: its position embeddings past it are untrained."""
+    return int(getattr(model, "meta", {}).get("args", {}).get("window") or 64)
+
+
 def shipped_presets() -> list:
     """Presets whose weights ship with the package."""
     reg = _registry_path() / "index.json"

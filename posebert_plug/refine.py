@@ -23,7 +23,7 @@ import torch
 from . import features
 from .body_model import DefaultBodyModel
 from .camera import F_NORM, focal_norm, pixels_to_norm, project, to_real_camera
-from .presets import bone_lengths, get_preset, load_model
+from .presets import bone_lengths, get_preset, load_model, trained_window
 from .rotations import rotmat_to_6d, sixd_to_rotmat, slerp_rotmat
 from .skeletons import get_skeleton, mapping
 from .types import Detection, FrameDetections, RefinedTrack, Track, VideoInfo
@@ -289,7 +289,8 @@ def refine_tracks(detections, model="auto", device="auto", window: int = 64, str
         every detection has one, else tracked with :mod:`tracking`; then ``video`` is needed).
     model: ``"auto"`` (pick from the inputs: SMPL > 3D > 2D), a preset name, or a loaded model.
     device: ``"auto"`` (GPU when present), ``"cpu"``, ``"cuda"``.
-    window/stride: window length (<= the model's 256) and hop between windows.
+    window/stride: window length (at most the window the model was trained on, 64 for the shipped
+        weights: its position embeddings past that are untrained) and hop between windows.
     extra_frames: mask tokens appended after each track (future prediction).
     model_fps: the models are trained at 30 fps; a video at 30/k fps (k integer >= 2, e.g. 10 or 15 fps)
         is refined at 30 fps with k-1 masked frames between its frames, then sampled back.
@@ -315,6 +316,10 @@ def refine_tracks(detections, model="auto", device="auto", window: int = 64, str
     results = {}
     for preset, ts in groups.items():
         net = ref.model(model if isinstance(model, torch.nn.Module) else preset)
+        W = trained_window(net)
+        if not 1 <= window <= W or stride < 1:
+            raise ValueError(f"window must lie in 1..{W} (the window the {preset!r} model was trained on; longer "
+                             f"tracks are cut into overlapping windows) and stride must be >= 1; got {window}, {stride}")
         encoded = [encode_track(t, preset, ref.body_for(preset), policy) for t in ts]
         items = []
         for t, (x, obs, _) in zip(ts, encoded):
@@ -448,10 +453,14 @@ class OnlineRefiner:
 
     def __init__(self, preset="smpl", video: VideoInfo | None = None, history: int = 64, predict_ahead: int = 0,
                  device="auto", policy: ConfidencePolicy | None = None):
-        if history + predict_ahead > 256:
-            raise ValueError("history + predict_ahead must be <= 256")
         self.ref = _refiner(device)
         self.net = self.ref.model(preset)
+        W = trained_window(self.net)
+        if not 0 <= predict_ahead < W:
+            raise ValueError(f"predict_ahead must lie in 0..{W - 1} (the model's window is {W} frames)")
+        if history < 1:
+            raise ValueError("history must be >= 1")
+        self.context = min(history, W - predict_ahead)
         self.preset = self.net.preset.name
         self.video = video or VideoInfo(1024, 1024, 30.0)
         self.history, self.ahead = history, predict_ahead
@@ -481,11 +490,14 @@ class OnlineRefiner:
         buf["x"], buf["obs"] = buf["x"][-self.history:], buf["obs"][-self.history:]
         if not any(buf["obs"]):
             return None, None
-        n = len(buf["x"])
-        X = torch.zeros(1, n + self.ahead, len(buf["x"][0]))
-        X[0, :n] = torch.stack(buf["x"])
+        xs, obs = buf["x"][-self.context:], buf["obs"][-self.context:]
+        if not any(obs):  # seen only longer ago than the model's context reaches
+            return None, None
+        n = len(xs)
+        X = torch.zeros(1, n + self.ahead, len(xs[0]))
+        X[0, :n] = torch.stack(xs)
         M = torch.zeros(1, n + self.ahead, dtype=torch.bool)
-        M[0, :n] = torch.tensor(buf["obs"])
+        M[0, :n] = torch.tensor(obs)
         pose6d, param = self.net(X.to(self.ref.device), M.to(self.ref.device), frames=[n - 1, n - 1 + self.ahead])
         R = sixd_to_rotmat(pose6d[0].float().cpu().reshape(-1, self.net.num_joints, 6))
         t = to_real_camera(param[0].float().cpu(), buf["fn"])

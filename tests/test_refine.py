@@ -199,3 +199,23 @@ def test_metrics_on_hand_computed_cases():
     assert M.accel_error(jump, seq, root=None) == pytest.approx(1000 * 0.003 * 3 ** 0.5 * (1 + 2 + 1) / 3, rel=1e-4)
     v = torch.zeros(1, 4, 3)
     assert M.mpvpe(v + torch.tensor([0.001, 0, 0]), v) == pytest.approx(1.0, rel=1e-4)
+
+
+def test_windows_stay_within_the_trained_window():
+    t, R, tr = smpl_track(T=30)
+    with pytest.raises(ValueError, match="window must lie in"):
+        refine_tracks([t], model="smpl", window=65)
+    with pytest.raises(ValueError, match="predict_ahead must lie in"):
+        OnlineRefiner("smpl", video=V, predict_ahead=64)
+    on = OnlineRefiner("smpl", video=V, history=64, predict_ahead=10)
+    assert on.context == 54                  # 54 frames + 10 mask tokens fill the 64 trained positions
+    calls = []
+    hook = on.net.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[1]))
+    try:
+        for i in range(30):
+            on.step(0, Detection(i, rotmats=t.rotmats[i], transl=t.transl[i]))
+        for i in range(30):
+            on.step(0, Detection(30 + i, rotmats=t.rotmats[i], transl=t.transl[i]))
+    finally:
+        hook.remove()
+    assert max(calls) == 64 and len(on.buffers[0]["x"]) == 60
