@@ -184,3 +184,23 @@ def test_training_mask_heavy_drop_range():
                                     heavy_max=0.97).float().mean(1)
     assert default.min() > 0.4 and default.max() < 0.95     # U(0.5, 0.9) of 200 frames, sampling noise aside
     assert wider.max() > 0.93 and wider.mean() > default.mean()
+
+
+def test_adaptive_start_widens_with_sparse_observations():
+    from posebert_plug.model import _adaptive_smooth
+    T = 64
+    v = torch.arange(T, dtype=torch.float32)[None, :, None].repeat(1, 1, 2) ** 2 / 64   # a curve
+    dense = torch.ones(1, T, dtype=torch.bool)
+    out = _adaptive_smooth(v, dense)
+    t = torch.arange(T, dtype=torch.float32)
+    w = torch.exp(-0.5 * ((t[:, None] - t[None]) / 3.0) ** 2)        # dense: a Gaussian of 3 frames
+    assert torch.allclose(out[0, :, 0], (w @ v[0, :, 0]) / w.sum(1), atol=1e-5)
+    one = torch.zeros(1, T, dtype=torch.bool)
+    one[0, 20] = True                                                 # one observation: copied everywhere
+    assert torch.allclose(_adaptive_smooth(v, one), v[:, 20:21].expand(1, T, 2))
+    sparse = torch.zeros(1, T, dtype=torch.bool)
+    sparse[0, ::8] = True
+    noisy = v + torch.randn(1, T, 2, generator=torch.Generator().manual_seed(0))
+    lin = noisy.clone()  # noise at the observations is averaged over several of them, not interpolated
+    assert (_adaptive_smooth(noisy, sparse) - v)[0, ::8].abs().mean() < (lin - v)[0, ::8].abs().mean()
+    assert _adaptive_smooth(v, torch.zeros(1, T, dtype=torch.bool)).abs().max() == 0
