@@ -200,8 +200,10 @@ def test_adaptive_start_widens_with_sparse_observations():
     one[0, 20] = True                                                 # one observation: copied everywhere
     assert torch.allclose(_adaptive_smooth(v, one), v[:, 20:21].expand(1, T, 2))
     sparse = torch.zeros(1, T, dtype=torch.bool)
-    sparse[0, ::8] = True
-    noisy = v + torch.randn(1, T, 2, generator=torch.Generator().manual_seed(0))
-    lin = noisy.clone()  # noise at the observations is averaged over several of them, not interpolated
-    assert (_adaptive_smooth(noisy, sparse) - v)[0, ::8].abs().mean() < (lin - v)[0, ::8].abs().mean()
+    sparse[0, ::4] = True
+    line = t[None, :, None].repeat(1, 1, 2) / T
+    noisy = line + 0.3 * torch.randn(1, T, 2, generator=torch.Generator().manual_seed(0))
+    # noise at the observations is averaged over several of them (not kept, as interpolation keeps it)
+    err = (_adaptive_smooth(noisy, sparse) - line)[0, 16:-16:4].abs().mean()
+    assert err < 0.5 * (noisy - line)[0, 16:-16:4].abs().mean()
     assert _adaptive_smooth(v, torch.zeros(1, T, dtype=torch.bool)).abs().max() == 0
