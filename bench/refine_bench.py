@@ -244,20 +244,24 @@ def section_speed(cache, args):
             refine_tracks(long_tracks, model="smpl", stride=stride)
             ts.append(time.perf_counter() - t)
         thr[stride] = 3000 / np.median(ts)
-    on = OnlineRefiner("smpl", video=VIDEO)
     dets = [Detection(t, rotmats=R[0, t].numpy(), transl=tr[0, t].numpy()) for t in range(64)]
-    on_lat = []
-    for k in range(200):
-        t = time.perf_counter()
-        on.step(0, dets[k % 64])
-        on_lat.append(time.perf_counter() - t)
+    online = {}
+    for ahead in (0, 10):
+        on = OnlineRefiner("smpl", video=VIDEO, predict_ahead=ahead)
+        on_lat = []
+        for k in range(200):
+            t = time.perf_counter()
+            on.step(0, dets[k % 64])
+            on_lat.append(time.perf_counter() - t)
+        online[ahead] = np.median(on_lat[64:])
     dev = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     print(f"\n### (d) speed, shipped smpl model, {dev}\n")
     print("| measure | median |\n|---|---|")
     print(f"| forward latency, batch 1, T=64 | {1000 * np.median(lat):.1f} ms |")
     for s, v in thr.items():
         print(f"| offline refine_tracks, 3,000-frame track, window 64 stride {s} | {v:,.0f} frames/s |")
-    print(f"| online OnlineRefiner.step (history 64), per frame per person | {1000 * np.median(on_lat[64:]):.1f} ms |")
+    print(f"| online OnlineRefiner.step (history 64), per frame per person | {1000 * online[0]:.1f} ms |")
+    print(f"| online, also predicting 10 frames ahead (54 frames + 10 mask tokens) | {1000 * online[10]:.1f} ms |")
 
 
 def _plot(args, name, x, series, xl, yl):
