@@ -279,7 +279,7 @@ def _fill_uncovered(R, param, covered):
     return R, param
 
 
-def refine_tracks(detections, model="auto", device="auto", window: int = 64, stride: int = 16,
+def refine_tracks(detections, model="auto", device="auto", window: int | None = None, stride: int | None = None,
                   policy: ConfidencePolicy | None = None, video: VideoInfo | None = None,
                   batch_size: int = 256, extra_frames: int = 0, model_fps: float = 30.0,
                   align_2d: bool = True, progress: bool = False) -> list:
@@ -289,8 +289,8 @@ def refine_tracks(detections, model="auto", device="auto", window: int = 64, str
         every detection has one, else tracked with :mod:`tracking`; then ``video`` is needed).
     model: ``"auto"`` (pick from the inputs: SMPL > 3D > 2D), a preset name, or a loaded model.
     device: ``"auto"`` (GPU when present), ``"cpu"``, ``"cuda"``.
-    window/stride: window length (at most the window the model was trained on, 64 for the shipped
-        weights: its position embeddings past that are untrained) and hop between windows.
+    window/stride: window length (default and maximum: the window the model was trained on, its
+        position embeddings past that being untrained) and hop between windows (default window // 4).
     extra_frames: mask tokens appended after each track (future prediction).
     model_fps: the models are trained at 30 fps; a video at 30/k fps (k integer >= 2, e.g. 10 or 15 fps)
         is refined at 30 fps with k-1 masked frames between its frames, then sampled back.
@@ -317,9 +317,11 @@ def refine_tracks(detections, model="auto", device="auto", window: int = 64, str
     for preset, ts in groups.items():
         net = ref.model(model if isinstance(model, torch.nn.Module) else preset)
         W = trained_window(net)
-        if not 1 <= window <= W or stride < 1:
+        win = window or W
+        hop = stride or max(1, win // 4)
+        if not 1 <= win <= W or hop < 1:
             raise ValueError(f"window must lie in 1..{W} (the window the {preset!r} model was trained on; longer "
-                             f"tracks are cut into overlapping windows) and stride must be >= 1; got {window}, {stride}")
+                             f"tracks are cut into overlapping windows) and stride must be >= 1; got {win}, {hop}")
         encoded = [encode_track(t, preset, ref.body_for(preset), policy) for t in ts]
         items = []
         for t, (x, obs, _) in zip(ts, encoded):
@@ -336,7 +338,7 @@ def refine_tracks(detections, model="auto", device="auto", window: int = 64, str
                 xu[::k], ou[::k] = x, obs
                 x, obs = xu, ou
             items.append((x, obs))
-        outs = ref.run(items, net, window=window, stride=stride, batch_size=batch_size, progress=progress)
+        outs = ref.run(items, net, window=win, stride=hop, batch_size=batch_size, progress=progress)
         for t, (x, obs), (_, _, fn), (p6, param, covered) in zip(ts, items, encoded, outs):
             R = sixd_to_rotmat(p6.reshape(-1, net.num_joints, 6))
             R, param = _fill_uncovered(R, param, covered)
