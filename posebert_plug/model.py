@@ -69,10 +69,7 @@ class PoseBERT(nn.Module):
     ``"smooth"`` (every frame at a robust temporal smoothing of the interpolated input:
     running median over 7 frames against outlier poses, then a Gaussian of sigma 3 frames
     against jitter), so the transformer learns a correction to a good filter rather than
-    the noise itself; ``"adaptive"`` (every frame at a Gaussian-weighted average of the observed
-    inputs whose width follows the observations' density: sigma = max(3, half the distance to the
-    12th nearest observation) frames, so sparse inputs are averaged over several observations
-    instead of interpolated between two noisy ones).
+    the noise itself.
 
     ``init_root_from``: optional (start, stop) slice of the input holding the 6D of a
     per-frame frame rotation C (the canonical frame of 3D keypoints, camera <- canonical);
@@ -124,13 +121,10 @@ class PoseBERT(nn.Module):
         if s is not None:
             pose_in = x[..., s[0]:s[1]]
             mode = self.config.get("init_masked", "mean")
-            if mode == "adaptive":
-                pose_in = _adaptive_smooth(pose_in, observed)
             if mode in ("interp", "smooth"):
                 pose_in = _interpolate_masked(pose_in, observed, theta[..., : s[1] - s[0]])
                 if mode == "smooth":
                     pose_in = _robust_smooth(pose_in)
-            if mode in ("interp", "smooth", "adaptive"):
                 start = torch.cat([pose_in, theta[..., s[1] - s[0]:]], dim=-1)
                 theta = torch.where(observed.any(1, keepdim=True)[..., None], start, theta)
             else:
@@ -138,10 +132,7 @@ class PoseBERT(nn.Module):
                 theta = torch.where(observed[..., None], start, theta)
         r = self.config.get("init_root_from")
         if r is not None:
-            if self.config.get("init_masked", "mean") == "adaptive":
-                c6 = _adaptive_smooth(x[..., r[0]:r[1]], observed)
-            else:
-                c6 = _interpolate_masked(x[..., r[0]:r[1]], observed, theta[..., :6])
+            c6 = _interpolate_masked(x[..., r[0]:r[1]], observed, theta[..., :6])
             if self.config.get("init_masked", "mean") == "smooth":
                 c6 = _robust_smooth(c6)
             root = rotmat_to_6d(sixd_to_rotmat(c6) @ self.root_offset.to(c6.dtype))
@@ -191,18 +182,3 @@ def _robust_smooth(v, k: int = 7, sigma: float = 3.0):
     w = torch.exp(-t ** 2 / (2 * sigma ** 2))
     p = F.pad(v.reshape(B * D, 1, T), (r, r), mode="replicate")
     return F.conv1d(p, (w / w.sum())[None, None]).reshape(B, D, T).transpose(1, 2)
-
-
-def _adaptive_smooth(v, observed, k: int = 12, min_sigma: float = 3.0):
-    """Gaussian-weighted average of the observed frames of v (B, T, D) at every frame, with a
-    per-frame width sigma(t) = max(min_sigma, d_k(t) / 2), d_k(t) the distance (frames) to the
-    k-th nearest observation (all of them when fewer): dense inputs get a light smoothing,
-    sparse ones and extrapolated frames an average over several observations. Rows without
-    any observation come out as zeros (callers fall back to the mean pose)."""
-    B, T, _ = v.shape
-    t = torch.arange(T, device=v.device, dtype=v.dtype)
-    d = (t[:, None] - t[None]).abs().expand(B, T, T)
-    d = torch.where(observed[:, None, :], d, torch.full_like(d, 1e6))
-    kth = d.topk(min(k, T), dim=-1, largest=False).values[..., -1:]
-    w = torch.exp(-0.5 * (d / (kth / 2).clamp_min(min_sigma)) ** 2) * observed[:, None, :]
-    return (w @ v) / w.sum(-1, keepdim=True).clamp_min(1e-12)

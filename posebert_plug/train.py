@@ -122,10 +122,9 @@ def main(argv=None):
     ap.add_argument("--no-resume", action="store_true", help="start afresh even if <out>/last.pt exists")
     ap.add_argument("--init", metavar="CKPT", help="start from these weights (a model.pt), e.g. to fine-tune; tensors "
                     "of another shape (another preset's input embedding) stay freshly initialised")
-    ap.add_argument("--init-masked", choices=["mean", "interp", "smooth", "adaptive"], default=None,
+    ap.add_argument("--init-masked", choices=["mean", "interp", "smooth"], default=None,
                     help="smpl preset: masked frames start from the mean pose (paper) or the interpolated input; "
-                         "smooth: every frame starts from a robust smoothing of the interpolated input; adaptive: "
-                         "from a Gaussian average of the observations whose width follows their density")
+                         "smooth: every frame starts from a robust smoothing of the interpolated input")
     ap.add_argument("--w-vel", type=float, default=1.0, help="weight of the joint velocity loss (anti-jitter)")
     ap.add_argument("--mask-mix", default=",".join(map(str, synth.MASK_MIX)), metavar="L,B,H,F",
                     help="training mask mixture: proportions of light random drops, 1-30 frame blocks, heavy "

@@ -184,26 +184,3 @@ def test_training_mask_heavy_drop_range():
                                     heavy_max=0.97).float().mean(1)
     assert default.min() > 0.4 and default.max() < 0.95     # U(0.5, 0.9) of 200 frames, sampling noise aside
     assert wider.max() > 0.93 and wider.mean() > default.mean()
-
-
-def test_adaptive_start_widens_with_sparse_observations():
-    from posebert_plug.model import _adaptive_smooth
-    T = 64
-    v = torch.arange(T, dtype=torch.float32)[None, :, None].repeat(1, 1, 2) ** 2 / 64   # a curve
-    dense = torch.ones(1, T, dtype=torch.bool)
-    out = _adaptive_smooth(v, dense)
-    t = torch.arange(T, dtype=torch.float32)
-    w = torch.exp(-0.5 * ((t[:, None] - t[None]) / 3.0) ** 2)        # dense: a Gaussian of 3 frames
-    assert torch.allclose(out[0, 12:-12, 0], ((w @ v[0, :, 0]) / w.sum(1))[12:-12], atol=1e-4)
-    assert (out[0, :3, 0] - v[0, :3, 0]).abs().min() > 0.1         # at the ends it widens (fewer neighbours)
-    one = torch.zeros(1, T, dtype=torch.bool)
-    one[0, 20] = True                                                 # one observation: copied everywhere
-    assert torch.allclose(_adaptive_smooth(v, one), v[:, 20:21].expand(1, T, 2))
-    sparse = torch.zeros(1, T, dtype=torch.bool)
-    sparse[0, ::4] = True
-    line = t[None, :, None].repeat(1, 1, 2) / T
-    noisy = line + 0.3 * torch.randn(1, T, 2, generator=torch.Generator().manual_seed(0))
-    # noise at the observations is averaged over several of them (not kept, as interpolation keeps it)
-    err = (_adaptive_smooth(noisy, sparse) - line)[0, 16:-16:4].abs().mean()
-    assert err < 0.5 * (noisy - line)[0, 16:-16:4].abs().mean()
-    assert _adaptive_smooth(v, torch.zeros(1, T, dtype=torch.bool)).abs().max() == 0
