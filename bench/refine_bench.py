@@ -1,13 +1,14 @@
 """PoseBERT vs baselines on the held-out validation split (prints markdown tables, saves PNG plots).
 
-    python bench/refine_bench.py --cache cache --sections corrupt sweep predict long kp2d speed --out bench/results
+    python bench/refine_bench.py --cache cache --sections corrupt sweep predict complete long kp2d speed --out bench/results
 
 Sections
 - corrupt: shipped `smpl` model vs nearest fill, linear/slerp, Savitzky-Golay (31, 2), One-Euro, under
   rot-noise 0.1 rad + 10 % outlier poses + 25 % frames dropped in blocks of 1-15, and with no corruption.
 - sweep: 0..90 % frames dropped (noise 0.1 rad): relative MPJPE gain over nearest-fill input, PoseBERT vs SG.
 - predict: 15 observed frames (clean, then with 0.1 rad noise as an estimator gives), MPJPE at horizons
-  5/10/15/30 vs no-velocity and velocity propagation.
+  5/10/15/30 vs no-velocity and velocity propagation (clean: also with the observed frames kept).
+- complete: in-betweening between exact key poses every 5/10/20/40 frames vs slerp.
 - long: one 3,000-frame track (a validation clip played forward/backward) with 40 % frames missing.
 - kp2d: `kp2d-coco17` with 5 px 2D noise and 10 % missing keypoints, temporal vs one frame at a time.
 - speed: forward latency (batch 1, T=64), offline frames/s per track, online ms/frame (medians).
@@ -145,9 +146,11 @@ def section_predict(cache, args):
     R, tr = sequences(cache, args.n, obs_len + max(hs), args.seed)
     for noise in (0.0, 0.1):
         Ro = synth.rotation_noise(R, noise, torch.Generator().manual_seed(args.seed + 3)) if noise else R
-        errs = {k: {h: [] for h in hs} for k in ("no-velocity", "velocity", "PoseBERT")}
+        kinds = ("no-velocity", "velocity", "PoseBERT") + (() if noise else ("PoseBERT, observed kept",))
+        errs = {k: {h: [] for h in hs} for k in kinds}
         tracks = smpl_tracks(Ro[:, :obs_len], tr[:, :obs_len], torch.ones(len(R), obs_len, dtype=torch.bool))
         fut = refine_tracks(tracks, model=SMPL_MODEL, extra_frames=max(hs))
+        kept = refine_tracks(tracks, model=SMPL_MODEL, extra_frames=max(hs), keep_observed=True) if not noise else None
         for i in range(len(R)):
             past = Ro[i, :obs_len].double().numpy()
             nv = B.predict_no_velocity(past, max(hs))
@@ -157,6 +160,9 @@ def section_predict(cache, args):
                 errs["no-velocity"][h].append(float(M.mpjpe(joints(nv[h - 1][None]), gt)))
                 errs["velocity"][h].append(float(M.mpjpe(joints(vel[h - 1][None]), gt)))
                 errs["PoseBERT"][h].append(float(M.mpjpe(joints(fut[i].rotmats[obs_len + h - 1][None]), gt)))
+                if kept is not None:
+                    errs["PoseBERT, observed kept"][h].append(
+                        float(M.mpjpe(joints(kept[i].rotmats[obs_len + h - 1][None]), gt)))
         kind = "clean" if not noise else f"noisy ({noise} rad rotation noise, estimator-like)"
         print(f"\n### (c) future prediction from {obs_len} {kind} frames (MPJPE at horizon h, {len(R)} sequences)\n")
         print("| method | " + " | ".join(f"h={h}" for h in hs) + " |\n|---|" + "---|" * len(hs))
@@ -164,6 +170,25 @@ def section_predict(cache, args):
             print(f"| {k} | " + " | ".join(f"{np.mean(v[h]):.1f}" for h in hs) + " |")
         _plot(args, "predict.png" if not noise else "predict_noisy.png", hs,
               {k: [np.mean(v[h]) for h in hs] for k, v in errs.items()}, "horizon (frames)", "MPJPE (mm)")
+
+
+def section_complete(cache, args):
+    """In-betweening between exact key poses (clean ground truth every k frames)."""
+    R, tr = sequences(cache, args.n, args.T, args.seed)
+    print(f"\n### motion completion: exact key poses every k frames ({args.n} sequences x {args.T} frames), "
+          "MPJPE on the frames between keys\n")
+    print("| keys every | slerp | PoseBERT | PoseBERT, exact keys (complete_motion default) |\n|---|---|---|---|")
+    for k in (5, 10, 20, 40):
+        obs = torch.zeros(len(R), args.T, dtype=torch.bool)
+        obs[:, ::k] = True
+        obs[:, -1] = True
+        tracks = smpl_tracks(R, tr, obs)
+        res = [np.stack([B.interpolate_rotations(R[i].double().numpy(), obs[i].numpy()) for i in range(len(R))]),
+               np.stack([r.rotmats for r in refine_tracks(tracks, model=SMPL_MODEL)]),
+               np.stack([r.rotmats for r in refine_tracks(tracks, model=SMPL_MODEL, keep_observed=True)])]
+        gap = ~obs
+        e = [float((joints(v) - joints(R)).norm(dim=-1).mean(-1)[gap].mean() * 1000) for v in res]
+        print(f"| {k} | {e[0]:.1f} | {e[1]:.1f} | {e[2]:.1f} |")
 
 
 def section_long(cache, args):
@@ -282,7 +307,7 @@ def _plot(args, name, x, series, xl, yl):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", default="cache")
-    ap.add_argument("--sections", nargs="+", default=["corrupt", "sweep", "predict", "long", "kp2d", "speed"])
+    ap.add_argument("--sections", nargs="+", default=["corrupt", "sweep", "predict", "complete", "long", "kp2d", "speed"])
     ap.add_argument("--n", type=int, default=48, help="validation sequences per section")
     ap.add_argument("--T", type=int, default=192, help="frames per sequence")
     ap.add_argument("--seed", type=int, default=0)

@@ -219,3 +219,40 @@ def test_windows_stay_within_the_trained_window():
     finally:
         hook.remove()
     assert max(calls) == 64 and len(on.buffers[0]["x"]) == 60
+
+
+def test_anchor_to_observed_hits_keys_and_interpolates_the_correction():
+    from posebert_plug.refine import anchor_to_observed
+    N, J = 21, 24
+    R = roma.random_rotmat((N, J), dtype=torch.float64)
+    C = roma.rotvec_to_rotmat(torch.tensor([0.0, 0.0, 0.4], dtype=torch.float64)).expand(J, 3, 3)
+    R_in = torch.eye(3, dtype=torch.float64).expand(N, J, 3, 3).clone()
+    obs = torch.zeros(N, dtype=torch.bool)
+    obs[[5, 15]] = True
+    R_in[5] = R[5]                       # correction identity at 5 ...
+    R_in[15] = C @ R[15]                 # ... and a 0.4 rad turn about z at 15
+    out = anchor_to_observed(R, R_in, obs)
+    assert torch.allclose(out[obs], R_in[obs])
+    assert torch.allclose(out[:5], R[:5])                           # held before the first key
+    assert torch.allclose(out[16:], C @ R[16:], atol=1e-9)          # and after the last
+    half = roma.rotvec_to_rotmat(torch.tensor([0.0, 0.0, 0.2], dtype=torch.float64))
+    assert torch.allclose(out[10], half @ R[10], atol=1e-9)         # halfway: half the correction
+
+
+def test_exact_keys_and_kept_observations():
+    R, _ = random_motion(T=60, seed=4)
+    keys = {0: R[0], 30: R[30], 59: R[59]}
+    c = complete_motion(keys, 60)
+    for f, Rk in keys.items():
+        assert np.allclose(c.rotmats[f], Rk, atol=1e-5)
+    loose = complete_motion(keys, 60, exact_keys=False)
+    assert max(np.abs(loose.rotmats[f] - Rk).max() for f, Rk in keys.items()) > 1e-3
+    Rc = torch.as_tensor(c.rotmats, dtype=torch.float64)
+    step = roma.rotmat_geodesic_distance(Rc[1:], Rc[:-1]).max(-1).values   # largest joint turn per frame
+    assert step[[28, 29, 30, 31]].max() < 3 * step.median() + 0.05          # no jump into or out of a key
+    t, R2, tr = smpl_track(T=30)
+    f = predict_future(t, 10, keep_observed=True)
+    assert np.allclose(f.rotmats[:30], t.rotmats, atol=1e-5) and np.allclose(f.transl[:30], t.transl, atol=1e-5)
+    assert len(f) == 40 and np.isfinite(f.rotmats).all()
+    with pytest.raises(ValueError, match="keep_observed needs SMPL rotation"):
+        refine_tracks([coco_track()], keep_observed=True)
