@@ -547,10 +547,8 @@ class OnlineRefiner:
             buf["x"].append(torch.zeros(D))
             buf["obs"].append(False)
         buf["x"], buf["obs"] = buf["x"][-self.history:], buf["obs"][-self.history:]
-        if not any(buf["obs"]):
-            return None, None
         xs, obs = buf["x"][-self.context:], buf["obs"][-self.context:]
-        if not any(obs):  # seen only longer ago than the model's context reaches
+        if not any(obs):  # not seen yet, or only longer ago than the model's context reaches
             return None, None
         n = len(xs)
         X = torch.zeros(1, n + self.ahead, len(xs[0]))
