@@ -466,14 +466,18 @@ def _upsample_factor(video, model_fps):
     return int(round(k)) if k >= 1.5 and abs(k - round(k)) < 0.05 else 1
 
 
-def predict_future(track: Track, n_frames: int, model="auto", device="auto", window: int = 64,
+def predict_future(track: Track, n_frames: int, model="auto", device="auto", window: int | None = None,
                    keep_observed: bool = False) -> RefinedTrack:
     """Refine a track and extend it ``n_frames`` beyond its last frame (returned track has N + n frames).
 
+    window: default the model's trained window (64 for the shipped weights); ``n_frames`` must be smaller.
     ``keep_observed`` (SMPL inputs): for exact inputs, return the observed frames as given and
     continue PoseBERT's predicted motion from the last of them (see :func:`refine_tracks`)."""
     if n_frames < 0:
         raise ValueError("n_frames must be >= 0")
+    if window is None:
+        net = _refiner(device).model(choose_preset(track) if model == "auto" else model)
+        window = trained_window(net)
     if n_frames >= window:
         raise ValueError(f"n_frames ({n_frames}) must be smaller than the window ({window})")
     return refine_tracks([track], model=model, device=device, window=window, stride=max(1, window // 4),
