@@ -24,7 +24,7 @@ from . import features
 from .body_model import DefaultBodyModel
 from .camera import F_NORM, focal_norm, pixels_to_norm, project, to_real_camera
 from .presets import bone_lengths, get_preset, load_model, trained_window
-from .rotations import rotmat_to_6d, sixd_to_rotmat, slerp_rotmat
+from .rotations import rotmat_to_6d, sixd_to_rotmat
 from .skeletons import get_skeleton, mapping
 from .types import Detection, FrameDetections, RefinedTrack, Track, VideoInfo
 
@@ -394,17 +394,11 @@ def anchor_to_observed(R, R_in, observed):
     in-betweening clean keys 20 frames apart, 24.7 mm on the filled frames vs 31.5 without and
     27.6 for slerp (validation split).
     """
-    N = len(R)
     if not observed.any():
         return R
-    idx = torch.arange(N)
-    prev = torch.where(observed, idx, torch.full_like(idx, -1)).cummax(0).values
-    nxt = torch.where(observed, idx, torch.full_like(idx, N)).flip(0).cummin(0).values.flip(0)
-    p = torch.where(prev >= 0, prev, nxt)
-    n = torch.where(nxt < N, nxt, prev)
+    from .baselines import interpolate_rotations
     C = R_in.double() @ R.double().transpose(-1, -2)
-    w = ((idx - p).double() / (n - p).clamp_min(1).double()).clamp(0, 1)
-    Ct = slerp_rotmat(C[p], C[n], w[:, None].expand(N, R.shape[1]))
+    Ct = torch.as_tensor(interpolate_rotations(C.numpy(), observed.numpy()))
     out = (Ct @ R.double()).to(R.dtype)
     out[observed] = R_in[observed].to(R.dtype)
     return out
