@@ -10,6 +10,7 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	bash tools/install_system_deps.sh
+	bash tools/check_disk.sh $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[all]"
 
