@@ -7,7 +7,8 @@ Sections
   rot-noise 0.1 rad + 10 % outlier poses + 25 % frames dropped in blocks of 1-15, and with no corruption.
 - sweep: 0..90 % frames dropped (noise 0.1 rad): relative MPJPE gain over nearest-fill input, PoseBERT vs SG.
 - predict: 15 observed frames (clean, then with 0.1 rad noise as an estimator gives), MPJPE at horizons
-  5/10/15/30 vs no-velocity and velocity propagation (clean: also with the observed frames kept).
+  5/10/15/30 vs no-velocity and velocity propagation (clean: also with the observed frames kept); then
+  PoseBERT vs no-velocity across input noise levels 0..0.1 rad.
 - complete: in-betweening between exact key poses every 5/10/20/40 frames vs slerp.
 - long: one 3,000-frame track (a validation clip played forward/backward) with 40 % frames missing.
 - kp2d: `kp2d-coco17` with 5 px 2D noise and 10 % missing keypoints, temporal vs one frame at a time.
@@ -170,6 +171,22 @@ def section_predict(cache, args):
             print(f"| {k} | " + " | ".join(f"{np.mean(v[h]):.1f}" for h in hs) + " |")
         _plot(args, "predict.png" if not noise else "predict_noisy.png", hs,
               {k: [np.mean(v[h]) for h in hs] for k, v in errs.items()}, "horizon (frames)", "MPJPE (mm)")
+    # Where does PoseBERT overtake the last pose? Input noise between the two tables above.
+    levels = (0.0, 0.02, 0.03, 0.05, 0.1)
+    print(f"\n### (c) prediction vs input noise: no-velocity / PoseBERT MPJPE at horizon h ({len(R)} sequences; "
+          "input = MPJPE of the last observed frame)\n")
+    print("| rotation noise (rad) | input | " + " | ".join(f"h={h}" for h in hs) + " |\n|---|---|" + "---|" * len(hs))
+    for noise in levels:
+        Ro = synth.rotation_noise(R, noise, torch.Generator().manual_seed(args.seed + 3)) if noise else R
+        tracks = smpl_tracks(Ro[:, :obs_len], tr[:, :obs_len], torch.ones(len(R), obs_len, dtype=torch.bool))
+        fut = np.stack([f.rotmats for f in refine_tracks(tracks, model=SMPL_MODEL, extra_frames=max(hs))])
+        last = joints(Ro[:, obs_len - 1])
+        cells = []
+        for h in hs:
+            gt = joints(R[:, obs_len + h - 1])
+            cells.append(f"{float(M.mpjpe(last, gt)):.1f} / {float(M.mpjpe(joints(fut[:, obs_len + h - 1]), gt)):.1f}")
+        inp = float(M.mpjpe(last, joints(R[:, obs_len - 1])))
+        print(f"| {noise} | {inp:.1f} | " + " | ".join(cells) + " |")
 
 
 def section_complete(cache, args):
