@@ -82,8 +82,9 @@ class Preset:
 
     def model_kwargs(self, size: str = "cpu") -> dict:
         kw = dict(in_dim=self.in_dim, num_joints=self.num_joints, **MODEL_SIZES[size])
-        if self.kind == "smpl":
+        if self.kind == "smpl":   # every frame starts from a robust smoothing of the input, as the shipped model
             kw["init_from_input"] = (0, 144)
+            kw["init_masked"] = "smooth"
         if self.kind == "kp3d":   # the root starts at the keypoints' canonical frame, smoothed
             K = self.num_keypoints
             kw["init_root_from"] = (3 * K, 3 * K + 6)

@@ -124,7 +124,8 @@ def main(argv=None):
                     "of another shape (another preset's input embedding) stay freshly initialised")
     ap.add_argument("--init-masked", choices=["mean", "interp", "smooth"], default=None,
                     help="smpl preset: masked frames start from the mean pose (paper) or the interpolated input; "
-                         "smooth: every frame starts from a robust smoothing of the interpolated input")
+                         "smooth: every frame starts from a robust smoothing of the interpolated input "
+                         "(default: that of --init's weights, else the preset's: smooth for smpl)")
     ap.add_argument("--w-vel", type=float, default=1.0, help="weight of the joint velocity loss (anti-jitter)")
     ap.add_argument("--mask-mix", default=",".join(map(str, synth.MASK_MIX)), metavar="L,B,H,F",
                     help="training mask mixture: proportions of light random drops, 1-30 frame blocks, heavy "
@@ -165,8 +166,13 @@ def main(argv=None):
     train, val = MotionCache(os.path.join(args.cache, "train.npz")), MotionCache(os.path.join(args.cache, "val.npz"))
     body = preset.make_body().to(device)
     kwargs = preset.model_kwargs(args.size)
+    blob = torch.load(args.init, map_location=device, weights_only=True) if args.init else None
     if args.init_masked:
         kwargs["init_masked"] = args.init_masked
+    elif blob is not None and "init_masked" in blob.get("config", {}):
+        # A fine-tune keeps the start its weights were trained for; switching it silently
+        # (e.g. smooth -> mean) wrecks the model within a few hundred steps.
+        kwargs["init_masked"] = blob["config"]["init_masked"]
     model = PoseBERT(**kwargs).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, log = 0, []
@@ -177,8 +183,7 @@ def main(argv=None):
         opt.load_state_dict(st["opt"])
         step, log = st["step"], st.get("log", [])
         print(f"resumed from {last} at step {step}", flush=True)
-    elif args.init:
-        blob = torch.load(args.init, map_location=device, weights_only=True)
+    elif blob is not None:
         own = model.state_dict()
         # Tensors whose shape differs (the input embedding of another preset) keep their fresh init:
         # a trunk trained on one input kind starts another preset far closer than random weights.

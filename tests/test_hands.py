@@ -201,6 +201,12 @@ def test_generated_hand_cache_trains(tmp_path):
                        "--val-every", "3", "--out", str(tmp_path / "run")]) == 0
     m = load_model("kp3d-hand21", checkpoint=str(tmp_path / "run" / "model.pt"))
     assert m.num_joints == 16 and m.preset.name == "kp3d-hand21"
+    # a fine-tune keeps the start mode its weights were trained with unless told otherwise
+    args = ["--preset", "kp3d-hand21", "--cache", str(tmp_path / "c"), "--steps", "1", "--batch", "4", "--val-every", "1"]
+    assert train_main(args + ["--init-masked", "interp", "--out", str(tmp_path / "a")]) == 0
+    assert train_main(args + ["--init", str(tmp_path / "a" / "model.pt"), "--out", str(tmp_path / "b")]) == 0
+    assert load_model("kp3d-hand21", checkpoint=str(tmp_path / "b" / "model.pt")).config["init_masked"] == "interp"
+    assert m.config["init_masked"] == "smooth"
 
 
 def _noisy_hand_track(hand, T=90, seed=11, drop_every=4, noise=0.008):
