@@ -200,7 +200,8 @@ def main(argv=None):
     g = torch.Generator().manual_seed(args.seed + 1000 * rank + step)
     params = sum(p.numel() for p in model.parameters())
     if rank == 0:
-        print(f"preset {preset.name}: {params / 1e6:.2f} M parameters, train {train.num_frames} frames, "
+        print(f"preset {preset.name}: {params / 1e6:.2f} M parameters, start {model.config.get('init_masked', 'mean')}, "
+              f"train {train.num_frames} frames, "
               f"val {val.num_frames} frames, threads {torch.get_num_threads()}", flush=True)
     from tqdm import tqdm
     t0 = time.time()
