@@ -166,19 +166,20 @@ def main(argv=None):
     train, val = MotionCache(os.path.join(args.cache, "train.npz")), MotionCache(os.path.join(args.cache, "val.npz"))
     body = preset.make_body().to(device)
     kwargs = preset.model_kwargs(args.size)
-    blob = torch.load(args.init, map_location=device, weights_only=True) if args.init else None
-    if args.init_masked:
-        kwargs["init_masked"] = args.init_masked
-    elif blob is not None and "init_masked" in blob.get("config", {}):
-        # A fine-tune keeps the start its weights were trained for; switching it silently
-        # (e.g. smooth -> mean) wrecks the model within a few hundred steps.
-        kwargs["init_masked"] = blob["config"]["init_masked"]
+    last = os.path.join(out, "last.pt")
+    st = torch.load(last, map_location=device, weights_only=False) \
+        if os.path.isfile(last) and not args.no_resume else None       # our own file, not user input
+    blob = torch.load(args.init, map_location=device, weights_only=True) if args.init and st is None else None
+    # Weights keep the start they were trained for (resumed run, then --init's weights) unless told
+    # otherwise: switching it silently (e.g. smooth -> mean) wrecks a model within a few hundred steps.
+    inherited = (st or {}).get("args", {}).get("init_masked") or (blob or {}).get("config", {}).get("init_masked")
+    if args.init_masked or inherited:
+        kwargs["init_masked"] = args.init_masked or inherited
+    args.init_masked = kwargs.get("init_masked", "mean")   # recorded in the checkpoints' args
     model = PoseBERT(**kwargs).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, log = 0, []
-    last = os.path.join(out, "last.pt")
-    if os.path.isfile(last) and not args.no_resume:
-        st = torch.load(last, map_location=device, weights_only=False)  # our own file, not user input
+    if st is not None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step, log = st["step"], st.get("log", [])

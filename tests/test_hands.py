@@ -206,6 +206,9 @@ def test_generated_hand_cache_trains(tmp_path):
     assert train_main(args + ["--init-masked", "interp", "--out", str(tmp_path / "a")]) == 0
     assert train_main(args + ["--init", str(tmp_path / "a" / "model.pt"), "--out", str(tmp_path / "b")]) == 0
     assert load_model("kp3d-hand21", checkpoint=str(tmp_path / "b" / "model.pt")).config["init_masked"] == "interp"
+    # ... and so does a resumed run
+    assert train_main(args[:5] + ["2"] + args[6:] + ["--out", str(tmp_path / "b")]) == 0
+    assert load_model("kp3d-hand21", checkpoint=str(tmp_path / "b" / "model.pt")).config["init_masked"] == "interp"
     assert m.config["init_masked"] == "smooth"
 
 
