@@ -16,6 +16,13 @@ needs_shared = pytest.mark.skipif(not os.path.isdir(shared_path("data")),
                                   reason="../shared/data is absent (bare clone): the real mocap/video tests need it")
 
 
+@pytest.fixture(autouse=True)
+def _seeded_global_rng():
+    """Tests that draw from the global torch/numpy generators see the same draws on every run."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
 @pytest.fixture(scope="session")
 def body():
     from posebert_plug.body_model import DefaultBodyModel
