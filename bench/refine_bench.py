@@ -145,12 +145,17 @@ def section_predict(cache, args):
     the paper's Table 9 predicts from image-based estimates, which the baselines then copy."""
     obs_len, hs = 15, [5, 10, 15, 30]
     R, tr = sequences(cache, args.n, obs_len + max(hs), args.seed)
+    levels = (0.0, 0.02, 0.03, 0.05, 0.1)
+    noisy, futs = {}, {}   # per noise level: observed inputs, PoseBERT's (N, obs_len + 30, 24, 3, 3) outputs
+    for noise in levels:
+        noisy[noise] = synth.rotation_noise(R, noise, torch.Generator().manual_seed(args.seed + 3)) if noise else R
+        tracks = smpl_tracks(noisy[noise][:, :obs_len], tr[:, :obs_len], torch.ones(len(R), obs_len, dtype=torch.bool))
+        futs[noise] = np.stack([f.rotmats for f in refine_tracks(tracks, model=SMPL_MODEL, extra_frames=max(hs))])
     for noise in (0.0, 0.1):
-        Ro = synth.rotation_noise(R, noise, torch.Generator().manual_seed(args.seed + 3)) if noise else R
+        Ro, fut = noisy[noise], futs[noise]
         kinds = ("no-velocity", "velocity", "PoseBERT") + (() if noise else ("PoseBERT, observed kept",))
         errs = {k: {h: [] for h in hs} for k in kinds}
         tracks = smpl_tracks(Ro[:, :obs_len], tr[:, :obs_len], torch.ones(len(R), obs_len, dtype=torch.bool))
-        fut = refine_tracks(tracks, model=SMPL_MODEL, extra_frames=max(hs))
         kept = refine_tracks(tracks, model=SMPL_MODEL, extra_frames=max(hs), keep_observed=True) if not noise else None
         for i in range(len(R)):
             past = Ro[i, :obs_len].double().numpy()
@@ -160,7 +165,7 @@ def section_predict(cache, args):
                 gt = joints(R[i, obs_len + h - 1][None])
                 errs["no-velocity"][h].append(float(M.mpjpe(joints(nv[h - 1][None]), gt)))
                 errs["velocity"][h].append(float(M.mpjpe(joints(vel[h - 1][None]), gt)))
-                errs["PoseBERT"][h].append(float(M.mpjpe(joints(fut[i].rotmats[obs_len + h - 1][None]), gt)))
+                errs["PoseBERT"][h].append(float(M.mpjpe(joints(fut[i, obs_len + h - 1][None]), gt)))
                 if kept is not None:
                     errs["PoseBERT, observed kept"][h].append(
                         float(M.mpjpe(joints(kept[i].rotmats[obs_len + h - 1][None]), gt)))
@@ -172,14 +177,11 @@ def section_predict(cache, args):
         _plot(args, "predict.png" if not noise else "predict_noisy.png", hs,
               {k: [np.mean(v[h]) for h in hs] for k, v in errs.items()}, "horizon (frames)", "MPJPE (mm)")
     # Where does PoseBERT overtake the last pose? Input noise between the two tables above.
-    levels = (0.0, 0.02, 0.03, 0.05, 0.1)
     print(f"\n### (c) prediction vs input noise: no-velocity / PoseBERT MPJPE at horizon h ({len(R)} sequences; "
           "input = MPJPE of the last observed frame)\n")
     print("| rotation noise (rad) | input | " + " | ".join(f"h={h}" for h in hs) + " |\n|---|---|" + "---|" * len(hs))
     for noise in levels:
-        Ro = synth.rotation_noise(R, noise, torch.Generator().manual_seed(args.seed + 3)) if noise else R
-        tracks = smpl_tracks(Ro[:, :obs_len], tr[:, :obs_len], torch.ones(len(R), obs_len, dtype=torch.bool))
-        fut = np.stack([f.rotmats for f in refine_tracks(tracks, model=SMPL_MODEL, extra_frames=max(hs))])
+        Ro, fut = noisy[noise], futs[noise]
         last = joints(Ro[:, obs_len - 1])
         cells = []
         for h in hs:

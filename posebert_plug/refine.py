@@ -325,6 +325,9 @@ def refine_tracks(detections, model="auto", device="auto", window: int | None = 
         if not 1 <= win <= W or hop < 1:
             raise ValueError(f"window must lie in 1..{W} (the window the {preset!r} model was trained on; longer "
                              f"tracks are cut into overlapping windows) and stride must be >= 1; got {win}, {hop}")
+        if extra_frames >= win:
+            raise ValueError(f"frames to predict ({extra_frames}) must be smaller than the window ({win}): "
+                             "a window needs observed frames to predict from")
         encoded = [encode_track(t, preset, ref.body_for(preset), policy) for t in ts]
         items = []
         for t, (x, obs, _) in zip(ts, encoded):
@@ -469,13 +472,8 @@ def predict_future(track: Track, n_frames: int, model="auto", device="auto", win
     continue PoseBERT's predicted motion from the last of them (see :func:`refine_tracks`)."""
     if n_frames < 0:
         raise ValueError("n_frames must be >= 0")
-    if window is None:
-        net = _refiner(device).model(choose_preset(track) if model == "auto" else model)
-        window = trained_window(net)
-    if n_frames >= window:
-        raise ValueError(f"n_frames ({n_frames}) must be smaller than the window ({window})")
-    return refine_tracks([track], model=model, device=device, window=window, stride=max(1, window // 4),
-                         extra_frames=n_frames, keep_observed=keep_observed)[0]
+    return refine_tracks([track], model=model, device=device, window=window, extra_frames=n_frames,
+                         keep_observed=keep_observed)[0]
 
 
 def complete_motion(key_rotmats: dict, num_frames: int, key_transl: dict | None = None, video: VideoInfo | None = None,
