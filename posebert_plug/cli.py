@@ -18,7 +18,7 @@ translation in metres, joints, observed mask), overlay.mp4, side_by_side.mp4 (in
 | PoseBERT), jitter_and_gaps.png, bvh/track_NNN.bvh, summary.json.
 
 exit codes: 0 success; 1 internal error; 2 bad input or usage (unreadable video, unknown estimator,
-unwritable output folder, malformed estimator file); 3 nobody detected or tracked.
+unwritable output folder, malformed estimator file, bad option value); 3 nobody detected or tracked.
 """
 
 
@@ -72,9 +72,6 @@ def summary_table(summary) -> str:
 def refine_main(argv=None):
     args = build_parser().parse_args(argv)
     from .pipeline import Pipeline, PipelineError
-    if args.predict_ahead and not args.online:
-        print("posebert-refine: error: --predict-ahead needs --online", file=sys.stderr)
-        return 2
     p = Pipeline(estimator=args.estimator, estimator_output=args.estimator_output, preset=args.preset,
                  smpl_dir=args.smpl_dir, mano_dir=args.mano_dir, device=args.device, baselines=tuple(args.baseline), online=args.online,
                  predict_ahead=args.predict_ahead, imgsz=args.imgsz, yolo_weights=args.yolo_weights,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .body_model import BodyModelNotFound
 from .types import RefinedTrack, Track, VideoInfo, save_tracks
 
 
@@ -31,7 +32,7 @@ class PipelineError(Exception):
 
 
 EXIT_CODES = {0: "success", 1: "internal error", 2: "bad input or usage (unreadable video, unknown estimator, "
-              "unwritable output folder, malformed estimator file)", 3: "nobody detected or tracked in the video"}
+              "unwritable output folder, malformed estimator file, bad option value)", 3: "nobody detected or tracked in the video"}
 
 
 @dataclass
@@ -58,6 +59,34 @@ class Pipeline:
     timings: dict = field(default_factory=dict)
 
     # ---- stages -----------------------------------------------------------------------
+    def check(self):
+        """Refuse bad settings before any work: a bad flag found after minutes of detection
+        would cost the user that time. Raises :class:`PipelineError` (code 2)."""
+        from .presets import load_model, shipped_presets, trained_window
+        shipped = shipped_presets()
+        if self.preset != "auto" and self.preset not in shipped:
+            raise PipelineError(f"unknown preset {self.preset!r}; choose auto or one of: {', '.join(shipped)}", 2)
+        if self.predict_ahead and not self.online:
+            raise PipelineError("--predict-ahead needs --online", 2)
+        if self.online:
+            W = min(trained_window(load_model(p)) for p in (shipped if self.preset == "auto" else [self.preset]))
+            if not 0 <= self.predict_ahead < W:
+                raise PipelineError(f"--predict-ahead must lie in 0..{W - 1} (the model's window is {W} frames)", 2)
+        if self.max_frames is not None and self.max_frames < 1:
+            raise PipelineError(f"--max-frames must be at least 1, got {self.max_frames}", 2)
+        if self.imgsz < 32:
+            raise PipelineError(f"--imgsz must be at least 32 pixels (YOLO's stride), got {self.imgsz}", 2)
+        if self.device not in ("auto", "cpu"):
+            try:
+                dev = torch.device(self.device)
+            except RuntimeError:
+                raise PipelineError(f"unknown device {self.device!r}; use auto, cpu or cuda[:N]", 2) from None
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                raise PipelineError(f"device {self.device!r}: no CUDA GPU on this machine (use auto or cpu)", 2)
+        for flag, folder in (("--smpl-dir", self.smpl_dir), ("--mano-dir", self.mano_dir)):
+            if folder is not None and not os.path.isdir(folder):
+                raise PipelineError(f"{flag} {folder}: no such folder", 2)
+
     def detect(self, video_path, video: VideoInfo) -> list:
         import adapters
         try:
@@ -157,6 +186,7 @@ class Pipeline:
     def run(self, video_path, out_dir) -> dict:
         from .pipeline_outputs import write_outputs
         t0 = time.time()
+        self.check()
         from adapters.video import VideoError, probe
         try:
             video = probe(video_path)
@@ -188,8 +218,10 @@ class Pipeline:
             self.timings["baseline"] = time.time() - t
             summary = write_outputs(self, stage, video_path, video, frames, tracks, refined, base)
             _publish(stage, out_dir)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(stage, ignore_errors=True)
+            if isinstance(e, BodyModelNotFound):   # a --smpl-dir/--mano-dir folder without usable model files
+                raise PipelineError(str(e), 2) from None
             raise
         self.timings["total"] = time.time() - t0
         summary.update({"frames": n_frames, "detections": n_dets, "timings": dict(self.timings)})

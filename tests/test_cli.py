@@ -110,6 +110,41 @@ def test_errors_are_one_line_with_exit_codes(tmp_path, grey_video):
     assert not any((tmp_path / d).exists() and os.listdir(tmp_path / d) for d in ("o1", "o2"))
 
 
+@pytest.mark.parametrize("opts, message", [
+    (dict(preset="smpl-x"), "unknown preset"),
+    (dict(predict_ahead=3), "needs --online"),
+    (dict(online=True, predict_ahead=64), "must lie in 0..63"),
+    (dict(online=True, predict_ahead=-1), "must lie in 0..63"),
+    (dict(max_frames=0), "--max-frames must be at least 1"),
+    (dict(imgsz=0), "--imgsz must be at least 32"),
+    (dict(device="tpu"), "unknown device"),
+    (dict(smpl_dir="/nonexistent/smpl"), "--smpl-dir /nonexistent/smpl: no such folder"),
+    (dict(mano_dir="/nonexistent/mano"), "--mano-dir /nonexistent/mano: no such folder"),
+])
+def test_bad_settings_are_refused_before_any_work(tmp_path, grey_video, opts, message):
+    from posebert_plug.pipeline import Pipeline, PipelineError
+    p = Pipeline(estimator="yolo", progress=False, **opts)
+    with pytest.raises(PipelineError, match=message.replace(".", r"\.")) as e:
+        p.run(grey_video, tmp_path / "o")
+    assert e.value.code == 2
+    assert "detect" not in p.timings                      # refused before the detector ran
+    assert not (tmp_path / "o").exists()                  # nothing created
+
+
+def test_bad_flag_is_a_one_line_usage_error(tmp_path, grey_video):
+    r = _cli(grey_video, "--estimator", "yolo", "--preset", "smpl-x", "--out", tmp_path / "o")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "unknown preset 'smpl-x'" in r.stderr
+
+
+def test_smpl_folder_without_model_files_is_a_usage_error(tmp_path, grey_video):
+    (tmp_path / "empty").mkdir()
+    _hybrik_res(tmp_path / "res.pk")
+    r = _cli(grey_video, "--estimator", "hybrik", "--estimator-output", tmp_path / "res.pk", "--smpl-dir",
+             tmp_path / "empty", "--no-render", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "no usable SMPL model" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert not [p for p in os.listdir(tmp_path / "o") if not p.startswith(".")]   # nothing half-written
+
+
 def test_no_people_exit_code(tmp_path, grey_video):
     r = _cli(grey_video, "--estimator", "yolo", "--imgsz", "320", "--out", tmp_path / "o")
     assert r.returncode == 3, r.stderr[-2000:]
