@@ -101,6 +101,17 @@ def lr_at(step, total, base, warmup=100, final=0.1):
     return base * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def _load_init(path, device, ap):
+    """A model.pt for --init (weights only: tensors and builtin containers, never arbitrary classes)."""
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:   # torch raises several kinds for a file that is not a checkpoint
+        ap.error(f"--init {path}: not a PoseBERT checkpoint ({type(e).__name__})")
+    if not isinstance(blob, dict) or "state_dict" not in blob:
+        ap.error(f"--init {path}: not a PoseBERT checkpoint (no state_dict; expected a model.pt of posebert-train)")
+    return blob
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="posebert-train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -143,12 +154,19 @@ def main(argv=None):
         ap.error("--mask-mix needs four non-negative proportions, e.g. 0.2,0.45,0.2,0.15")
     if not 0.5 <= args.heavy_max < 1:
         ap.error("--heavy-max must lie in [0.5, 1)")
+    for flag, value, least in (("--steps", args.steps, 1), ("--batch", args.batch, 1), ("--window", args.window, 2)):
+        if value < least:
+            ap.error(f"{flag} must be at least {least}, got {value}")
+    try:
+        preset = get_preset(args.preset)
+    except KeyError as e:
+        ap.error(str(e).strip("'\""))
+    if args.init and not os.path.isfile(args.init):
+        ap.error(f"--init {args.init}: no such checkpoint file")
     mask_kw = {"mix": mix, "max_future": args.max_future, "heavy_max": args.heavy_max}
     if args.threads:
         torch.set_num_threads(args.threads)
-    preset = get_preset(args.preset)
     out = args.out or os.path.join("runs", preset.name)
-    os.makedirs(out, exist_ok=True)
     for split in ("train", "val"):
         if not os.path.isfile(os.path.join(args.cache, f"{split}.npz")):
             print(f"posebert-train: error: {args.cache}/{split}.npz missing; build it with "
@@ -169,7 +187,8 @@ def main(argv=None):
     last = os.path.join(out, "last.pt")
     st = torch.load(last, map_location=device, weights_only=False) \
         if os.path.isfile(last) and not args.no_resume else None       # our own file, not user input
-    blob = torch.load(args.init, map_location=device, weights_only=True) if args.init and st is None else None
+    blob = _load_init(args.init, device, ap) if args.init and st is None else None
+    os.makedirs(out, exist_ok=True)
     # Weights keep the start they were trained for (resumed run, then --init's weights) unless told
     # otherwise: switching it silently (e.g. smooth -> mean) wrecks a model within a few hundred steps.
     inherited = (st or {}).get("args", {}).get("init_masked") or (blob or {}).get("config", {}).get("init_masked")

@@ -115,6 +115,23 @@ def test_missing_cache_is_a_clear_error(tmp_path):
     assert r.returncode == 2 and "posebert-data build" in r.stderr
 
 
+@pytest.mark.parametrize("bad, message", [
+    (["--preset", "smplx"], "unknown preset 'smplx'"),
+    (["--preset", "smpl", "--steps", "0"], "--steps must be at least 1"),
+    (["--preset", "smpl", "--init", "NOFILE"], "no such checkpoint file"),
+    (["--preset", "smpl", "--init", "TEXT"], "not a PoseBERT checkpoint"),
+])
+def test_bad_training_arguments_are_usage_errors(tiny_cache, tmp_path, capsys, bad, message):
+    from posebert_plug.train import main as train_main
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    bad = [str(tmp_path / "missing.pt") if a == "NOFILE" else str(tmp_path / "notes.txt") if a == "TEXT" else a
+           for a in bad]
+    with pytest.raises(SystemExit) as e:
+        train_main(bad + ["--cache", str(tiny_cache), "--out", str(tmp_path / "run")])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()                # no empty run folder left behind
+
+
 def test_checkpoint_loading_is_weights_only_and_checked(tmp_path):
     m = PoseBERT(in_dim=192, dim=32, depth=1, heads=2, mlp_dim=32, init_from_input=(0, 144))
     save_checkpoint(m, "smpl", tmp_path / "m.pt")
