@@ -290,7 +290,8 @@ def refine_tracks(detections, model="auto", device="auto", window: int | None = 
     model: ``"auto"`` (pick from the inputs: SMPL > 3D > 2D), a preset name, or a loaded model.
     device: ``"auto"`` (GPU when present), ``"cpu"``, ``"cuda"``.
     window/stride: window length (default and maximum: the window the model was trained on, its
-        position embeddings past that being untrained) and hop between windows (default window // 4).
+        position embeddings past that being untrained) and hop between windows (1..window; default
+        window // 4).
     extra_frames: mask tokens appended after each track (future prediction).
     model_fps: the models are trained at 30 fps; a video at 30/k fps (k integer >= 2, e.g. 10 or 15 fps)
         is refined at 30 fps with k-1 masked frames between its frames, then sampled back.
@@ -320,11 +321,14 @@ def refine_tracks(detections, model="auto", device="auto", window: int | None = 
     for preset, ts in groups.items():
         net = ref.model(model if isinstance(model, torch.nn.Module) else preset)
         W = trained_window(net)
-        win = window or W
-        hop = stride or max(1, win // 4)
-        if not 1 <= win <= W or hop < 1:
+        win = W if window is None else window
+        hop = max(1, win // 4) if stride is None else stride
+        if not 1 <= win <= W or not 1 <= hop <= win:
             raise ValueError(f"window must lie in 1..{W} (the window the {preset!r} model was trained on; longer "
-                             f"tracks are cut into overlapping windows) and stride must be >= 1; got {win}, {hop}")
+                             f"tracks are cut into overlapping windows) and stride in 1..window (a longer hop "
+                             f"would leave frames between windows unrefined); got window {win}, stride {hop}")
+        if extra_frames < 0:
+            raise ValueError(f"extra_frames must be >= 0, got {extra_frames}")
         if extra_frames >= win:
             raise ValueError(f"frames to predict ({extra_frames}) must be smaller than the window ({win}): "
                              "a window needs observed frames to predict from")
@@ -485,6 +489,8 @@ def complete_motion(key_rotmats: dict, num_frames: int, key_transl: dict | None 
         (``keep_observed`` of :func:`refine_tracks`); ``False`` returns PoseBERT's outputs,
         which treat the keys as noisy observations.
     """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if not key_rotmats:
         raise ValueError("complete_motion needs at least one key pose")
     if max(key_rotmats) >= num_frames or min(key_rotmats) < 0:

@@ -205,6 +205,13 @@ def test_windows_stay_within_the_trained_window():
     t, R, tr = smpl_track(T=30)
     with pytest.raises(ValueError, match="window must lie in"):
         refine_tracks([t], model="smpl", window=65)
+    for bad in (dict(window=0), dict(stride=0), dict(window=8, stride=9)):   # 0 is not "the default"; no gaps
+        with pytest.raises(ValueError, match="window must lie in"):
+            refine_tracks([t], model="smpl", **bad)
+    with pytest.raises(ValueError, match="extra_frames must be >= 0"):
+        refine_tracks([t], model="smpl", extra_frames=-1)
+    with pytest.raises(ValueError, match="num_frames must be >= 1"):
+        complete_motion({0: R[0]}, 0)
     with pytest.raises(ValueError, match="predict_ahead must lie in"):
         OnlineRefiner("smpl", video=V, predict_ahead=64)
     on = OnlineRefiner("smpl", video=V, history=64, predict_ahead=10)
