@@ -51,7 +51,9 @@ class VideoInfo:
 class Detection:
     """One person in one frame, as an estimator saw it.
 
-    frame: 0-based frame index. box: (4,) xyxy pixels. score: detection confidence in [0, 1].
+    frame: 0-based frame index. box: (4,) xyxy pixels (corners in either order; a non-finite box counts
+        as missing and, like a missing one, is derived from the visible 2D keypoints when given).
+    score: detection confidence in [0, 1].
     kp2d: (K, 2) pixels in layout ``layout2d``; kp2d_conf: (K,) in [0, 1] (0 = missing).
     kp3d: (K3, 3) metres in layout ``layout3d``, camera frame (or root-relative if
         ``kp3d_root_relative``).
@@ -85,6 +87,11 @@ class Detection:
         if self.frame < 0:
             raise ValueError(f"frame index must be >= 0, got {self.frame}")
         self.box = _arr(self.box, (4,), "box")
+        if self.box is not None and not np.isfinite(self.box).all():
+            self.box = None   # a NaN box is a missing box: derived from the keypoints below when there are some
+        elif self.box is not None:   # corners given in either order
+            self.box = np.concatenate([np.minimum(self.box[:2], self.box[2:]),
+                                       np.maximum(self.box[:2], self.box[2:])]).astype(self.box.dtype)
         if self.kp2d is not None:
             if self.layout2d is None:
                 raise ValueError("kp2d given without layout2d (e.g. 'coco17')")

@@ -175,6 +175,12 @@ def test_detection_validates_shapes_and_nan():
     kp[3] = np.nan
     d = Detection(0, kp2d=kp, layout2d="coco17")
     assert d.kp2d_conf[3] == 0 and np.isfinite(d.kp2d).all() and d.box is not None
+    # A NaN box is a missing box: derived from the visible keypoints, or None without them.
+    d = Detection(0, box=[np.nan, 0, 10, 10], kp2d=kp, layout2d="coco17")
+    vis = np.delete(kp, 3, axis=0)
+    assert np.allclose(d.box, [*vis.min(0), *vis.max(0)])
+    assert Detection(0, box=[np.inf, 0, 10, 10]).box is None
+    assert np.allclose(Detection(0, box=[50, 60, 10, 20]).xyxy, [10, 20, 50, 60])   # corners in either order
 
 
 def test_track_marks_gaps_and_round_trips(tmp_path):

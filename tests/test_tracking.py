@@ -92,3 +92,13 @@ def test_frames_must_be_ordered():
     tr.update(FrameDetections(5, []))
     with pytest.raises(ValueError, match="increasing order"):
         tr.update(FrameDetections(3, []))
+    box = np.array([10, 10, 50, 90.0])
+    with pytest.raises(ValueError, match="frame 2 appears twice"):
+        track_detections([FrameDetections(2, [Detection(2, box=box)]), FrameDetections(2, [])], V)
+
+
+def test_detections_without_a_usable_box_are_not_tracked():
+    frames = [FrameDetections(i, [Detection(i, box=np.array([100.0 + i, 50, 160 + i, 200])),
+                                  Detection(i, box=np.array([np.nan, 1, 2, 3.0]))]) for i in range(10)]
+    tracks = track_detections(frames, V)
+    assert len(tracks) == 1 and tracks[0].observed.all() and len(tracks[0]) == 10

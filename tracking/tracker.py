@@ -196,6 +196,10 @@ def track_detections(frames, video: VideoInfo, config: TrackerConfig | None = No
     """Track a sequence of :class:`FrameDetections` (any frames may be absent or empty) -> list of Track."""
     tr = HungarianTracker(config, video)
     items = sorted(frames, key=lambda f: f.frame)
+    for a, b in zip(items, items[1:]):
+        if a.frame == b.frame:
+            raise ValueError(f"frame {a.frame} appears twice: pass one FrameDetections per frame "
+                             "(all of that frame's detections in it)")
     if progress:
         from tqdm import tqdm
         items = tqdm(items, desc="tracking", unit="frame")
