@@ -57,6 +57,7 @@ class Pipeline:
     max_frames: int | None = None
     progress: bool = True
     timings: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)   # printed to stderr and kept in summary.json
 
     # ---- stages -----------------------------------------------------------------------
     def check(self):
@@ -182,6 +183,10 @@ class Pipeline:
             out[t.track_id] = d
         return out
 
+    def _warn(self, message: str):
+        self.warnings.append(message)
+        print(f"posebert-refine: warning: {message}", file=sys.stderr, flush=True)
+
     # ---- the whole job ---------------------------------------------------------------
     def run(self, video_path, out_dir) -> dict:
         from .pipeline_outputs import write_outputs
@@ -200,6 +205,10 @@ class Pipeline:
             t = time.time()
             frames = self.detect(video_path, video)
             self.timings["detect"] = time.time() - t
+            declared = min(video.num_frames, self.max_frames or video.num_frames)
+            if self.estimator_output is None and len(frames) < declared:   # live adapters: one entry per frame
+                self._warn(f"{video_path}: decoded {len(frames)} of the {declared} frames the container declares "
+                           "(truncated or corrupt video); the results cover the decoded frames only")
             n_frames = max([f.frame for f in frames], default=-1) + 1
             n_dets = sum(len(f) for f in frames)
             if n_dets == 0:
@@ -224,7 +233,8 @@ class Pipeline:
                 raise PipelineError(str(e), 2) from None
             raise
         self.timings["total"] = time.time() - t0
-        summary.update({"frames": n_frames, "detections": n_dets, "timings": dict(self.timings)})
+        summary.update({"frames": n_frames, "detections": n_dets, "timings": dict(self.timings),
+                        "warnings": list(self.warnings)})
         with open(os.path.join(out_dir, "summary.json.part"), "w") as f:
             json.dump(summary, f, indent=1)
         os.replace(os.path.join(out_dir, "summary.json.part"), os.path.join(out_dir, "summary.json"))

@@ -145,6 +145,32 @@ def test_smpl_folder_without_model_files_is_a_usage_error(tmp_path, grey_video):
     assert not [p for p in os.listdir(tmp_path / "o") if not p.startswith(".")]   # nothing half-written
 
 
+def test_truncated_video_is_reported(tmp_path):
+    import av
+    from posebert_plug.pipeline import Pipeline, PipelineError
+    full = tmp_path / "full.mp4"
+    c = av.open(str(full), "w", options={"movflags": "faststart"})   # header first: a cut file still opens
+    s = c.add_stream("mpeg4", rate=30)
+    s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        for pk in s.encode(av.VideoFrame.from_ndarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), format="rgb24")):
+            c.mux(pk)
+    for pk in s.encode():
+        c.mux(pk)
+    c.close()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    p = Pipeline(estimator="yolo", imgsz=320, progress=False)
+    with pytest.raises(PipelineError):      # noise frames: nobody detected (exit 3), after the warning
+        p.run(cut, tmp_path / "o")
+    assert len(p.warnings) == 1 and "of the 30 frames the container declares" in p.warnings[0]
+    p = Pipeline(estimator="yolo", imgsz=320, progress=False, max_frames=5)
+    with pytest.raises(PipelineError):
+        p.run(full, tmp_path / "o")
+    assert p.warnings == []                 # a whole video (or a --max-frames cut) warns of nothing
+
+
 def test_no_people_exit_code(tmp_path, grey_video):
     r = _cli(grey_video, "--estimator", "yolo", "--imgsz", "320", "--out", tmp_path / "o")
     assert r.returncode == 3, r.stderr[-2000:]
