@@ -238,6 +238,9 @@ def _refiner(device):
 def _as_tracks(detections, video):
     if isinstance(detections, Track):
         return [detections]
+    if isinstance(detections, (str, bytes)) or not hasattr(detections, "__iter__"):
+        raise TypeError(f"refine_tracks takes a list of Tracks, FrameDetections or Detections, "
+                        f"got {type(detections).__name__}")
     items = list(detections)
     if not items:
         return []

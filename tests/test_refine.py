@@ -98,8 +98,9 @@ def test_edge_cases():
     assert not out.observed[5] and np.isfinite(out.rotmats).all()
     with pytest.raises(ValueError, match=r"kp2d \(coco17\): expected shape \(17, 2\)"):
         Detection(0, kp2d=np.zeros((18, 2)), layout2d="coco17")
-    with pytest.raises(TypeError, match="refine_tracks takes"):
-        refine_tracks([1, 2])
+    for bad in ([1, 2], 42, "tracks.npz"):
+        with pytest.raises(TypeError, match="refine_tracks takes"):
+            refine_tracks(bad)
     with pytest.raises(ValueError, match="needs video"):
         refine_tracks([FrameDetections(0, [Detection(0, box=[0, 0, 1, 1])])])
 
