@@ -210,6 +210,9 @@ class Pipeline:
                 self._warn(f"{video_path}: decoded {len(frames)} of the {declared} frames the container declares "
                            "(truncated or corrupt video); the results cover the decoded frames only")
             n_frames = max([f.frame for f in frames], default=-1) + 1
+            if self.estimator_output is not None and 0 < video.num_frames < n_frames:
+                self._warn(f"{self.estimator_output} has detections up to frame {n_frames - 1}, but {video_path} "
+                           f"declares {video.num_frames} frames: is it the output for this video?")
             n_dets = sum(len(f) for f in frames)
             if n_dets == 0:
                 raise PipelineError(f"{video_path}: nobody detected in {len(frames)} frames", 3)

@@ -82,6 +82,11 @@ def test_hybrik_end_to_end(tmp_path, grey_video):
     assert not [p for p in os.listdir(out) if p.startswith(".partial")]
     tracks = load_tracks(out / "results.npz")
     assert len(tracks) == 1 and len(tracks[0]) == 12 and tracks[0].preset == "smpl"
+    assert "warning" not in r.stderr
+    _hybrik_res(tmp_path / "res40.pk", frames=40)   # the output of a longer video than this one
+    r40 = _cli(grey_video, "--estimator", "hybrik", "--estimator-output", tmp_path / "res40.pk", "--no-render",
+               "--out", tmp_path / "out40")
+    assert r40.returncode == 0 and "up to frame 39, but" in r40.stderr and "declares 12 frames" in r40.stderr
     assert "| 0 | 12 | 12 | 0 | smpl |" in r.stdout
     # The BVH export reads back through our own reader.
     from posebert_plug import load_motion
