@@ -73,6 +73,9 @@ class Pipeline:
             W = min(trained_window(load_model(p)) for p in (shipped if self.preset == "auto" else [self.preset]))
             if not 0 <= self.predict_ahead < W:
                 raise PipelineError(f"--predict-ahead must lie in 0..{W - 1} (the model's window is {W} frames)", 2)
+        unknown = set(self.baselines) - {"savgol", "nearest"}
+        if unknown:
+            raise PipelineError(f"unknown baseline(s) {', '.join(sorted(unknown))}; choose from savgol, nearest", 2)
         if self.max_frames is not None and self.max_frames < 1:
             raise PipelineError(f"--max-frames must be at least 1, got {self.max_frames}", 2)
         if self.imgsz < 32:

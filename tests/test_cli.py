@@ -123,6 +123,7 @@ def test_errors_are_one_line_with_exit_codes(tmp_path, grey_video):
     (dict(max_frames=0), "--max-frames must be at least 1"),
     (dict(imgsz=0), "--imgsz must be at least 32"),
     (dict(device="tpu"), "unknown device"),
+    (dict(baselines=("savgol", "kalman")), "unknown baseline"),
     (dict(smpl_dir="/nonexistent/smpl"), "--smpl-dir /nonexistent/smpl: no such folder"),
     (dict(mano_dir="/nonexistent/mano"), "--mano-dir /nonexistent/mano: no such folder"),
 ])
