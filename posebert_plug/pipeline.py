@@ -63,14 +63,24 @@ class Pipeline:
     def check(self):
         """Refuse bad settings before any work: a bad flag found after minutes of detection
         would cost the user that time. Raises :class:`PipelineError` (code 2)."""
-        from .presets import load_model, shipped_presets, trained_window
+        from .presets import shipped_presets, trained_window
+        from .refine import _refiner
         shipped = shipped_presets()
+        if self.device not in ("auto", "cpu"):
+            try:
+                dev = torch.device(self.device)
+            except RuntimeError:
+                raise PipelineError(f"unknown device {self.device!r}; use auto, cpu or cuda[:N]", 2) from None
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                raise PipelineError(f"device {self.device!r}: no CUDA GPU on this machine (use auto or cpu)", 2)
         if self.preset != "auto" and self.preset not in shipped:
             raise PipelineError(f"unknown preset {self.preset!r}; choose auto or one of: {', '.join(shipped)}", 2)
         if self.predict_ahead and not self.online:
             raise PipelineError("--predict-ahead needs --online", 2)
         if self.online:
-            W = min(trained_window(load_model(p)) for p in (shipped if self.preset == "auto" else [self.preset]))
+            # The streaming refiner reuses these loaded models (the same shared cache).
+            ref = _refiner(self.device)
+            W = min(trained_window(ref.model(p)) for p in (shipped if self.preset == "auto" else [self.preset]))
             if not 0 <= self.predict_ahead < W:
                 raise PipelineError(f"--predict-ahead must lie in 0..{W - 1} (the model's window is {W} frames)", 2)
         unknown = set(self.baselines) - {"savgol", "nearest"}
@@ -80,13 +90,6 @@ class Pipeline:
             raise PipelineError(f"--max-frames must be at least 1, got {self.max_frames}", 2)
         if self.imgsz < 32:
             raise PipelineError(f"--imgsz must be at least 32 pixels (YOLO's stride), got {self.imgsz}", 2)
-        if self.device not in ("auto", "cpu"):
-            try:
-                dev = torch.device(self.device)
-            except RuntimeError:
-                raise PipelineError(f"unknown device {self.device!r}; use auto, cpu or cuda[:N]", 2) from None
-            if dev.type == "cuda" and not torch.cuda.is_available():
-                raise PipelineError(f"device {self.device!r}: no CUDA GPU on this machine (use auto or cpu)", 2)
         for flag, folder in (("--smpl-dir", self.smpl_dir), ("--mano-dir", self.mano_dir)):
             if folder is not None and not os.path.isdir(folder):
                 raise PipelineError(f"{flag} {folder}: no such folder", 2)

@@ -151,6 +151,15 @@ def test_smpl_folder_without_model_files_is_a_usage_error(tmp_path, grey_video):
     assert not [p for p in os.listdir(tmp_path / "o") if not p.startswith(".")]   # nothing half-written
 
 
+def test_online_mode_with_prediction_ahead(tmp_path, grey_video):
+    _hybrik_res(tmp_path / "res.pk")
+    r = _cli(grey_video, "--estimator", "hybrik", "--estimator-output", tmp_path / "res.pk", "--online",
+             "--predict-ahead", "3", "--no-render", "--out", tmp_path / "o")
+    assert r.returncode == 0, r.stderr[-2000:]
+    t = load_tracks(tmp_path / "o" / "results.npz")[0]
+    assert len(t) == 12 and t.preset == "smpl" and np.isfinite(t.rotmats).all()
+
+
 def test_truncated_video_is_reported(tmp_path):
     import av
     from posebert_plug.pipeline import Pipeline, PipelineError
