@@ -160,6 +160,16 @@ def test_online_mode_with_prediction_ahead(tmp_path, grey_video):
     assert len(t) == 12 and t.preset == "smpl" and np.isfinite(t.rotmats).all()
 
 
+def test_python_api_example_runs_on_the_bundled_clip(tmp_path, capsys):
+    import runpy
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "python_api.py")
+    refined = runpy.run_path(example)["main"](["--frames", "16", "--out", str(tmp_path)])
+    assert refined and all(np.isfinite(r.joints).all() for r in refined)
+    back = load_tracks(tmp_path / "tracks.npz")
+    assert [len(t) for t in back] == [len(r) for r in refined]
+    assert "predicted to" in capsys.readouterr().out
+
+
 def test_truncated_video_is_reported(tmp_path):
     import av
     from posebert_plug.pipeline import Pipeline, PipelineError
