@@ -539,6 +539,8 @@ class OnlineRefiner:
 
     @torch.inference_mode()
     def step(self, track_id, detection: Detection | None):
+        if detection is not None and not isinstance(detection, Detection):
+            raise TypeError(f"step takes a Detection (or None for an unseen frame), got {type(detection).__name__}")
         buf = self.buffers.setdefault(track_id, {"x": [], "obs": [], "fn": F_NORM})
         if detection is not None:
             tr = Track.from_detections(track_id, [detection], self.video)

@@ -215,6 +215,8 @@ def test_windows_stay_within_the_trained_window():
         complete_motion({0: R[0]}, 0)
     with pytest.raises(ValueError, match="predict_ahead must lie in"):
         OnlineRefiner("smpl", video=V, predict_ahead=64)
+    with pytest.raises(TypeError, match="step takes a Detection"):
+        OnlineRefiner("smpl", video=V).step(0, {"frame": 0})
     on = OnlineRefiner("smpl", video=V, history=64, predict_ahead=10)
     assert on.context == 54                  # 54 frames + 10 mask tokens fill the 64 trained positions
     calls = []
