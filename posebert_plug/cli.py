@@ -24,6 +24,7 @@ unwritable output folder, malformed estimator file, bad option value); 3 nobody 
 
 def build_parser():
     import adapters
+    from .pipeline import BASELINES
     ap = argparse.ArgumentParser(prog="posebert-refine", description=
                                  "Detect, track and refine people in a video with PoseBERT, render overlays, "
                                  "and compare with a Savitzky-Golay baseline.",
@@ -39,7 +40,7 @@ def build_parser():
                     "default: the free hand model")
     ap.add_argument("--out", default="out", help="output folder (default ./out)")
     ap.add_argument("--device", default="auto", help="auto (GPU when present), cpu or cuda")
-    ap.add_argument("--baseline", nargs="+", default=["savgol"], choices=["savgol", "nearest"],
+    ap.add_argument("--baseline", nargs="+", default=["savgol"], choices=BASELINES,
                     help="baselines computed on the same tracks (default savgol)")
     ap.add_argument("--online", action="store_true", help="stream frame by frame (last 64 frames per person)")
     ap.add_argument("--predict-ahead", type=int, default=0, metavar="K",

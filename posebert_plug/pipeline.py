@@ -35,6 +35,9 @@ EXIT_CODES = {0: "success", 1: "internal error", 2: "bad input or usage (unreada
               "unwritable output folder, malformed estimator file, bad option value)", 3: "nobody detected or tracked in the video"}
 
 
+BASELINES = ("savgol", "nearest")   # what Pipeline.baseline computes (and --baseline accepts)
+
+
 @dataclass
 class Pipeline:
     estimator: str = "yolo"
@@ -83,9 +86,9 @@ class Pipeline:
             W = min(trained_window(ref.model(p)) for p in (shipped if self.preset == "auto" else [self.preset]))
             if not 0 <= self.predict_ahead < W:
                 raise PipelineError(f"--predict-ahead must lie in 0..{W - 1} (the model's window is {W} frames)", 2)
-        unknown = set(self.baselines) - {"savgol", "nearest"}
+        unknown = set(self.baselines) - set(BASELINES)
         if unknown:
-            raise PipelineError(f"unknown baseline(s) {', '.join(sorted(unknown))}; choose from savgol, nearest", 2)
+            raise PipelineError(f"unknown baseline(s) {', '.join(sorted(unknown))}; choose from {', '.join(BASELINES)}", 2)
         if self.max_frames is not None and self.max_frames < 1:
             raise PipelineError(f"--max-frames must be at least 1, got {self.max_frames}", 2)
         if self.imgsz < 32:
@@ -197,6 +200,7 @@ class Pipeline:
     def run(self, video_path, out_dir) -> dict:
         from .pipeline_outputs import write_outputs
         t0 = time.time()
+        self.warnings = []   # this run's only, if the same Pipeline runs again
         self.check()
         from adapters.video import VideoError, probe
         try:
