@@ -168,13 +168,16 @@ class SMPLBodyModel(torch.nn.Module):
                 "default model: load_body_model('default').")
         try:
             import smplx
+            from smplx.utils import Struct
         except ImportError:
             raise ImportError("the SMPL path needs smplx: pip install 'posebert-plug[smpl]'") from None
+        path = find_model_file(model_dir, "smpl", gender)
+        # smplx would pickle.load the file itself (a crafted file runs code): hand it the arrays.
+        data = load_model_arrays(path, "SMPL")
         try:
-            self.smpl = smplx.create(model_dir, model_type="smpl", gender=gender)
-        except (AssertionError, FileNotFoundError, OSError) as e:
-            raise BodyModelNotFound(f"no usable SMPL model in {model_dir!r} ({e}); expected SMPL_{gender.upper()}.pkl "
-                                    "or .npz from https://smpl.is.tue.mpg.de") from None
+            self.smpl = smplx.SMPL(model_dir, data_struct=Struct(**data), gender=gender)
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+            raise BodyModelNotFound(f"{path}: not a usable SMPL model ({type(e).__name__}: {e})") from None
         self.faces = np.asarray(self.smpl.faces, dtype=np.int64)
         self.parents = [int(p) for p in self.smpl.parents]
         self.skeleton = SMPL24
@@ -194,6 +197,143 @@ class SMPLBodyModel(torch.nn.Module):
         G = local_to_global(rotmats, self.parents)
         verts = out.vertices.reshape(*batch, -1, 3).to(rotmats.dtype) if return_vertices else None
         return BodyOutput(joints, verts, G)
+
+
+# ---- licensed model files (SMPL, MANO), read without running code ---------------------
+# The .pkl releases are Python 2 pickles holding numpy arrays, chumpy ``Ch`` arrays (shapedirs in
+# older releases) and a scipy.sparse J_regressor. They are unpickled with the estimator files'
+# restricted unpickler, those two classes replaced by inert holders of their state, and
+# converted to plain numpy arrays before smplx sees them.
+
+MODEL_FILE_NAMES = {   # kind -> (accepted names, lowercased, {g}: gender), in order of preference
+    "smpl": ("smpl_{g}.pkl", "smpl_{g}.npz", "basicmodel_{g1}_lbs_10_207_0_v1.1.0.pkl",
+             "basicmodel_{g1}_lbs_10_207_0_v1.0.0.pkl"),
+    "mano": ("mano_{g}.pkl", "mano_{g}.npz"),
+}
+
+
+def find_model_file(model_dir, kind: str, gender: str) -> str:
+    """The model file of ``kind`` ("smpl": gender neutral/male/female; "mano": side right/left) in
+    ``model_dir`` or its ``smpl``/``mano`` subfolder (smplx's layout); names are matched
+    case-insensitively. Raises :class:`BodyModelNotFound` naming what was expected."""
+    g1 = {"male": "m", "female": "f"}.get(gender, gender)
+    wanted = [n.format(g=gender.lower(), g1=g1) for n in MODEL_FILE_NAMES[kind]]
+    for folder in (model_dir, os.path.join(model_dir, kind)):
+        present = {f.lower(): f for f in (os.listdir(folder) if os.path.isdir(folder) else ())}
+        for name in wanted:
+            if name in present:
+                return os.path.join(folder, present[name])
+    raise BodyModelNotFound(f"no usable {kind.upper()} model in {model_dir!r}: expected {kind.upper()}_{gender.upper()}.pkl "
+                            f"or .npz from https://{kind}.is.tue.mpg.de")
+
+
+class _StateHolder:
+    """Inert stand-in for a foreign class in a model pickle: keeps the state BUILD gives it."""
+
+    state: dict = {}
+
+    def __setstate__(self, state):
+        if isinstance(state, tuple) and len(state) == 2:   # (dict, slots) form
+            state = {**(state[0] or {}), **(state[1] or {})}
+        if not isinstance(state, dict):
+            raise ValueError(f"a {type(self).__name__} state of type {type(state).__name__}")
+        self.state = state
+
+
+class _ChumpyArray(_StateHolder):
+    """chumpy.ch.Ch: its value is the array in ``x``."""
+
+    def to_numpy(self):
+        x = self.state.get("x")
+        if not isinstance(x, np.ndarray):
+            raise ValueError("a chumpy object without an array value")
+        return x
+
+
+class _SparseMatrix(_StateHolder):
+    """scipy.sparse csc/csr/coo matrix: rebuilt with scipy from its arrays (checked sizes), dense."""
+
+    fmt = "csc"
+
+    def to_numpy(self):
+        import scipy.sparse as sp
+        from adapters.safe_load import MAX_ARRAY_BYTES
+        st = self.state
+        shape = tuple(int(n) for n in st.get("_shape", st.get("shape", ())))
+        if len(shape) != 2 or min(shape) < 0 or shape[0] * shape[1] * 8 > MAX_ARRAY_BYTES:
+            raise ValueError(f"a sparse matrix of shape {shape}")
+        if self.fmt == "coo":
+            m = sp.coo_matrix((st["data"], (st["row"], st["col"])), shape=shape)
+        else:
+            m = getattr(sp, f"{self.fmt}_matrix")((st["data"], st["indices"], st["indptr"]), shape=shape)
+            m.check_format(full_check=True)   # indices inside the shape before densifying
+        return m.toarray()
+
+
+def _model_stand_ins() -> dict:
+    out = {("chumpy.ch", "Ch"): _ChumpyArray}
+    for fmt in ("csc", "csr", "coo"):
+        cls = type(f"_{fmt}", (_SparseMatrix,), {"fmt": fmt})
+        for module in (f"scipy.sparse.{fmt}", f"scipy.sparse._{fmt}", "scipy.sparse"):
+            for name in (f"{fmt}_matrix", f"{fmt}_array"):
+                out[(module, name)] = cls
+    return out
+
+
+def _plain(value):
+    """Stand-ins -> numpy arrays, recursively through dicts and lists."""
+    if isinstance(value, _StateHolder):
+        return value.to_numpy()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray) and value.dtype.hasobject and value.ndim == 0:   # np.savez of an object
+        return _plain(value.item())
+    return value
+
+
+def _read_npz_member(zf, info):
+    """One array of an .npz without allow_pickle: plain arrays through numpy (size checked
+    against the member's real size first), object arrays through the restricted unpickler."""
+    from adapters.safe_load import MAX_ARRAY_BYTES, _PlainUnpickler
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise ValueError(f"{info.filename}: npy format version {version}")
+        shape, fortran, dtype = read_header(f)
+        if dtype.hasobject:
+            return _PlainUnpickler(f, info.filename, _model_stand_ins()).load()
+        if int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > min(info.file_size, MAX_ARRAY_BYTES):
+            raise ValueError(f"{info.filename}: declares shape {shape}, more than its {info.file_size} bytes")
+    with zf.open(info) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
+
+
+def _load_npz(path):
+    import zipfile
+    with zipfile.ZipFile(path) as zf:
+        return {info.filename[:-4]: _read_npz_member(zf, info) for info in zf.infolist()
+                if info.filename.endswith(".npy")}
+
+
+def load_model_arrays(path, what: str = "SMPL") -> dict:
+    """A SMPL/MANO model file (.pkl or .npz) as a dict of numpy arrays and plain values, without
+    running any code it holds. Raises :class:`BodyModelNotFound` naming the file when the file
+    is unreadable or asks for anything but arrays."""
+    from adapters.safe_load import UnsafeFileError, safe_pickle_load
+    try:
+        data = _load_npz(path) if path.lower().endswith(".npz") else safe_pickle_load(path, _model_stand_ins())
+        if not isinstance(data, dict):
+            raise ValueError(f"holds a {type(data).__name__}, not a dict of arrays")
+        return _plain(data)
+    except UnsafeFileError as e:   # names the file and the refused class
+        raise BodyModelNotFound(str(e)) from None
+    except (ValueError, KeyError, TypeError, OSError, EOFError) as e:
+        msg = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
+        raise BodyModelNotFound(f"not a usable {what} model file: {msg}") from None
 
 
 def load_body_model(kind: str = "default", model_dir=None, gender: str = "neutral") -> torch.nn.Module:

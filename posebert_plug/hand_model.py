@@ -20,7 +20,7 @@ import os
 import numpy as np
 import torch
 
-from .body_model import BodyModelNotFound, BodyOutput, DefaultBodyModel, _check_pose
+from .body_model import BodyModelNotFound, BodyOutput, DefaultBodyModel, _check_pose, find_model_file, load_model_arrays
 from .kinematics import local_to_global
 from .rotations import rotmat_to_rotvec
 from .skeletons import MANO21_TO_OPENPOSE, get_skeleton
@@ -113,13 +113,17 @@ def _build_mano(model_dir, side):
             "MANO_LEFT.pkl. Without it, use the free default hand: load_hand_model('default').")
     try:
         import smplx
+        from smplx.utils import Struct
     except ImportError:
         raise ImportError("the MANO path needs smplx: pip install 'posebert-plug[smpl]'") from None
+    path = find_model_file(os.fspath(model_dir), "mano", side)
+    # smplx would pickle.load the file itself (a crafted file runs code): hand it the arrays.
+    data = load_model_arrays(path, "MANO")
     try:
-        return smplx.MANO(os.fspath(model_dir), is_rhand=side == "right", use_pca=False, flat_hand_mean=True)
-    except (AssertionError, FileNotFoundError, OSError) as e:
-        raise BodyModelNotFound(f"no usable MANO model in {model_dir!r} ({e}); expected "
-                                f"MANO_{side.upper()}.pkl from https://mano.is.tue.mpg.de") from None
+        return smplx.MANO(os.fspath(model_dir), is_rhand=side == "right", data_struct=Struct(**data), use_pca=False,
+                          flat_hand_mean=True)
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+        raise BodyModelNotFound(f"{path}: not a usable MANO model ({type(e).__name__}: {e})") from None
 
 
 def load_hand_model(kind: str = "default", side: str = "right", model_dir=None) -> torch.nn.Module:
