@@ -18,7 +18,12 @@ translation in metres, joints, observed mask), overlay.mp4, side_by_side.mp4 (in
 | PoseBERT), jitter_and_gaps.png, bvh/track_NNN.bvh, summary.json.
 
 exit codes: 0 success; 1 internal error; 2 bad input or usage (unreadable video, unknown estimator,
-unwritable output folder, malformed estimator file, bad option value); 3 nobody detected or tracked.
+unwritable or full output folder, malformed estimator file, bad option value); 3 nobody detected or
+tracked; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): nothing of the run is kept.
+
+a run owns its set of outputs: it replaces the files the previous run into the same --out wrote
+(listed in .posebert-manifest.json), e.g. a --no-render run removes the old videos; other files in
+the folder are left alone.
 """
 
 
@@ -73,6 +78,7 @@ def summary_table(summary) -> str:
 def refine_main(argv=None):
     args = build_parser().parse_args(argv)
     from .pipeline import Pipeline, PipelineError
+    from .pipeline_outputs import Terminated
     p = Pipeline(estimator=args.estimator, estimator_output=args.estimator_output, preset=args.preset,
                  smpl_dir=args.smpl_dir, mano_dir=args.mano_dir, device=args.device, baselines=tuple(args.baseline), online=args.online,
                  predict_ahead=args.predict_ahead, imgsz=args.imgsz, yolo_weights=args.yolo_weights,
@@ -86,6 +92,9 @@ def refine_main(argv=None):
     except KeyboardInterrupt:
         print("posebert-refine: interrupted; no partial results were kept", file=sys.stderr)
         return 130
+    except Terminated as e:   # SIGTERM/SIGHUP: the staging folder is already removed
+        print(f"posebert-refine: terminated by signal {e.signum}; no partial results were kept", file=sys.stderr)
+        return e.code
     print(summary_table(summary))
     print(f"results in {os.path.abspath(args.out)}")
     return 0

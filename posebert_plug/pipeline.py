@@ -8,12 +8,12 @@ pass for complete.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -126,12 +126,19 @@ class Pipeline:
         if self.estimator_output is None:
             raise PipelineError(f"estimator {self.estimator!r} runs as its own project: pass its output file with "
                                 f"--estimator-output ({cls.reads})", 2)
-        if not os.path.isfile(self.estimator_output):
+        if not os.path.exists(self.estimator_output):   # a file, or a folder (OpenPose, mmpose per-image JSON)
             raise PipelineError(f"{self.estimator_output}: no such estimator output file", 2)
         try:
-            return ad.read(self.estimator_output, video)
+            with warnings.catch_warnings():   # the adapter's warnings come back in out.warnings, said once below
+                warnings.simplefilter("ignore", adapters.AdapterWarning)
+                out = ad.read(self.estimator_output, video)
         except (adapters.AdapterError, adapters.UnsafeFileError, ValueError) as e:
             raise PipelineError(f"{self.estimator}: {e}", 2) from None
+        for message in getattr(out, "warnings", ()):
+            self._warn(message)
+        if getattr(out, "focal_px", None):   # the camera the estimator's translations are expressed for
+            video.focal_px = out.focal_px
+        return out
 
     def track(self, frames, video) -> list:
         from tracking import track_detections
@@ -198,7 +205,7 @@ class Pipeline:
 
     # ---- the whole job ---------------------------------------------------------------
     def run(self, video_path, out_dir) -> dict:
-        from .pipeline_outputs import write_outputs
+        from .pipeline_outputs import terminate_cleanly
         t0 = time.time()
         self.warnings = []   # this run's only, if the same Pipeline runs again
         self.check()
@@ -208,50 +215,69 @@ class Pipeline:
         except VideoError as e:
             raise PipelineError(str(e), 2) from None
         stage = _prepare_out(out_dir)
+        # SIGTERM/SIGHUP raise (like SIGINT) so that the staging folder is removed below.
+        with terminate_cleanly():
+            try:
+                summary = self._stages(video_path, video, stage, t0)
+                _publish(stage, out_dir)
+            except BaseException as e:
+                shutil.rmtree(stage, ignore_errors=True)
+                err = _user_facing(e, out_dir)
+                if err is e:
+                    raise
+                raise err from None
+        return summary
+
+    def _stages(self, video_path, video, stage, t0) -> dict:
+        """Everything from detection to the summary, written into ``stage``."""
+        from .pipeline_outputs import write_json, write_outputs
         # The later stages' heavy imports (scipy.signal ~0.7 s, matplotlib ~0.4 s) load on the
         # other core while the detector runs instead of after it.
         threading.Thread(target=_warm_imports, args=(self.plots,), daemon=True).start()
-        try:
-            t = time.time()
-            frames = self.detect(video_path, video)
-            self.timings["detect"] = time.time() - t
-            declared = min(video.num_frames, self.max_frames or video.num_frames)
-            if self.estimator_output is None and len(frames) < declared:   # live adapters: one entry per frame
-                self._warn(f"{video_path}: decoded {len(frames)} of the {declared} frames the container declares "
-                           "(truncated or corrupt video); the results cover the decoded frames only")
-            n_frames = max([f.frame for f in frames], default=-1) + 1
-            if self.estimator_output is not None and 0 < video.num_frames < n_frames:
-                self._warn(f"{self.estimator_output} has detections up to frame {n_frames - 1}, but {video_path} "
-                           f"declares {video.num_frames} frames: is it the output for this video?")
-            n_dets = sum(len(f) for f in frames)
-            if n_dets == 0:
-                raise PipelineError(f"{video_path}: nobody detected in {len(frames)} frames", 3)
-            t = time.time()
-            tracks = self.track(frames, video)
-            self.timings["track"] = time.time() - t
-            if not tracks:
-                raise PipelineError(f"{video_path}: {n_dets} detections but no track long enough "
-                                    "(people seen for fewer than 5 frames)", 3)
-            t = time.time()
-            refined = self.refine(tracks, video)
-            self.timings["refine"] = time.time() - t
-            t = time.time()
-            base = {name: self.baseline(tracks, video, name) for name in self.baselines}
-            self.timings["baseline"] = time.time() - t
-            summary = write_outputs(self, stage, video_path, video, frames, tracks, refined, base)
-            _publish(stage, out_dir)
-        except BaseException as e:
-            shutil.rmtree(stage, ignore_errors=True)
-            if isinstance(e, BodyModelNotFound):   # a --smpl-dir/--mano-dir folder without usable model files
-                raise PipelineError(str(e), 2) from None
-            raise
+        t = time.time()
+        frames = self.detect(video_path, video)
+        self.timings["detect"] = time.time() - t
+        declared = min(video.num_frames, self.max_frames or video.num_frames)
+        if self.estimator_output is None and len(frames) < declared:   # live adapters: one entry per frame
+            self._warn(f"{video_path}: decoded {len(frames)} of the {declared} frames the container declares "
+                       "(truncated or corrupt video); the results cover the decoded frames only")
+        n_frames = max([f.frame for f in frames], default=-1) + 1
+        if self.estimator_output is not None and 0 < video.num_frames < n_frames:
+            self._warn(f"{self.estimator_output} has detections up to frame {n_frames - 1}, but {video_path} "
+                       f"declares {video.num_frames} frames: is it the output for this video?")
+        n_dets = sum(len(f) for f in frames)
+        if n_dets == 0:
+            raise PipelineError(f"{video_path}: nobody detected in {len(frames)} frames", 3)
+        t = time.time()
+        tracks = self.track(frames, video)
+        self.timings["track"] = time.time() - t
+        if not tracks:
+            raise PipelineError(f"{video_path}: {n_dets} detections but no track long enough "
+                                "(people seen for fewer than 5 frames)", 3)
+        t = time.time()
+        refined = self.refine(tracks, video)
+        self.timings["refine"] = time.time() - t
+        t = time.time()
+        base = {name: self.baseline(tracks, video, name) for name in self.baselines}
+        self.timings["baseline"] = time.time() - t
+        summary = write_outputs(self, stage, video_path, video, frames, tracks, refined, base)
         self.timings["total"] = time.time() - t0
         summary.update({"frames": n_frames, "detections": n_dets, "timings": dict(self.timings),
                         "warnings": list(self.warnings)})
-        with open(os.path.join(out_dir, "summary.json.part"), "w") as f:
-            json.dump(summary, f, indent=1)
-        os.replace(os.path.join(out_dir, "summary.json.part"), os.path.join(out_dir, "summary.json"))
+        write_json(os.path.join(stage, "summary.json"), summary)   # staged too: published with the rest
         return summary
+
+
+def _user_facing(e: BaseException, out_dir) -> BaseException:
+    """The error a failed run reports: a missing/unusable model folder and a full disk are the
+    user's to fix (exit 2, one line); anything else goes on as it was."""
+    from .pipeline_outputs import is_disk_full
+    if isinstance(e, BodyModelNotFound):   # a --smpl-dir/--mano-dir folder without usable model files
+        return PipelineError(str(e), 2)
+    if is_disk_full(e):
+        return PipelineError(f"output folder {os.fspath(out_dir)!r}: {e.strerror or 'no space left'} while writing "
+                             "the results; nothing was kept (free some space and run again)", 2)
+    return e
 
 
 def _warm_imports(plots: bool):
@@ -273,23 +299,15 @@ def _detection_of(t: Track, i: int):
 
 
 def _prepare_out(out_dir) -> str:
+    from .pipeline_outputs import prepare_stage
     try:
-        os.makedirs(out_dir, exist_ok=True)
-        stage = os.path.join(out_dir, f".partial-{os.getpid()}")
-        os.makedirs(stage, exist_ok=True)
-        probe_file = os.path.join(stage, ".write-test")
-        with open(probe_file, "w") as f:
-            f.write("ok")
-        os.remove(probe_file)
+        return prepare_stage(out_dir)
     except OSError as e:
-        raise PipelineError(f"output folder {out_dir!r} is not writable ({e.strerror})", 2) from None
-    return stage
+        raise PipelineError(f"output folder {os.fspath(out_dir)!r} is not writable ({e.strerror})", 2) from None
 
 
 def _publish(stage, out_dir):
-    for name in os.listdir(stage):
-        dst = os.path.join(out_dir, name)
-        if os.path.isdir(dst) and not os.path.islink(dst):
-            shutil.rmtree(dst)
-        os.replace(os.path.join(stage, name), dst)
-    os.rmdir(stage)
+    """Move the results into place; the run's set of outputs replaces the previous run's
+    (see pipeline_outputs.publish)."""
+    from .pipeline_outputs import publish
+    publish(stage, out_dir)

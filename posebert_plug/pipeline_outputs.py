@@ -5,7 +5,13 @@ from the video (never all held in memory).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import os
+import shutil
+import signal
+import threading
 import time
 
 import numpy as np
@@ -267,3 +273,153 @@ def write_plots(stage, video, tracks, refined, base, body):
     fig.subplots_adjust(left=0.08, right=0.98, top=1 - 0.3 / H, bottom=0.5 / H, hspace=0.45)
     fig.savefig(os.path.join(stage, "jitter_and_gaps.png"), dpi=80)
     plt.close(fig)
+
+
+# ---- staging, publishing and the run's set of outputs ----------------------------------------
+# A run writes into ``OUT/.partial-<pid>/`` and moves the files into OUT only when everything
+# succeeded; the manifest lists what the last run wrote, so that the next run into the same folder
+# replaces exactly that set (an old overlay.mp4 beside new results that no longer match it would
+# pass for this run's) and leaves every other file of the user alone.
+
+MANIFEST = ".posebert-manifest.json"
+STAGE_PREFIX = ".partial-"
+# What runs wrote before manifests existed: the previous set when a folder has a summary.json
+# but no manifest.
+LEGACY_OUTPUTS = ("results.npz", "results.json", "overlay.mp4", "side_by_side.mp4", "jitter_and_gaps.png",
+                  "summary.json")
+
+
+class StagingError(OSError):
+    """The output folder cannot be written (the pipeline reports it as a usage error)."""
+
+
+def prepare_stage(out_dir) -> str:
+    """Create ``out_dir/.partial-<pid>/`` (checking it is writable) after removing the staging
+    folders of runs that died without cleaning up (SIGKILL, power loss)."""
+    os.makedirs(out_dir, exist_ok=True)
+    _remove_dead_stages(out_dir)
+    stage = os.path.join(out_dir, f"{STAGE_PREFIX}{os.getpid()}")
+    os.makedirs(stage, exist_ok=True)
+    probe_file = os.path.join(stage, ".write-test")
+    with open(probe_file, "w") as f:
+        f.write("ok")
+    os.remove(probe_file)
+    return stage
+
+
+def _remove_dead_stages(out_dir):
+    for name in os.listdir(out_dir):
+        pid = name[len(STAGE_PREFIX):]
+        if name.startswith(STAGE_PREFIX) and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:          # exists, owned by someone else
+        return True
+    return True
+
+
+def write_json(path, data):
+    """Write JSON through a ``.part`` file (never a half-written file under the real name)."""
+    with open(path + ".part", "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(path + ".part", path)
+
+
+def _files_under(folder) -> list:
+    out = []
+    for root, _, files in os.walk(folder):
+        out += [os.path.relpath(os.path.join(root, f), folder).replace(os.sep, "/") for f in files]
+    return sorted(out)
+
+
+def _previous_outputs(out_dir) -> list:
+    """Relative paths the previous run wrote (its manifest); only plain relative paths inside
+    ``out_dir`` are trusted (the manifest is a file in a folder others may write)."""
+    path = os.path.join(out_dir, MANIFEST)
+    try:
+        with open(path) as f:
+            files = json.load(f).get("files", [])
+    except FileNotFoundError:
+        if not os.path.isfile(os.path.join(out_dir, "summary.json")):
+            return []
+        bvh = os.path.join(out_dir, "bvh")
+        files = list(LEGACY_OUTPUTS) + [f"bvh/{n}" for n in (os.listdir(bvh) if os.path.isdir(bvh) else ())
+                                         if n.startswith("track_") and n.endswith(".bvh")]
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [f for f in files if isinstance(f, str) and _inside(f)]
+
+
+def _inside(rel: str) -> bool:
+    norm = os.path.normpath(rel)
+    return not os.path.isabs(rel) and norm != "." and not norm.startswith("..") and MANIFEST not in norm
+
+
+def publish(stage, out_dir) -> list:
+    """Move the staged files into ``out_dir``, remove the previous run's files that this run did
+    not write, record the new set in the manifest, and remove the staging folder."""
+    new = _files_under(stage)
+    old = _previous_outputs(out_dir)
+    for rel in new:
+        dst = os.path.join(out_dir, rel)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.replace(os.path.join(stage, rel), dst)
+    for rel in sorted(set(old) - set(new)):
+        _remove_stale(out_dir, rel)
+    write_json(os.path.join(out_dir, MANIFEST), {"files": new})
+    shutil.rmtree(stage, ignore_errors=True)
+    return new
+
+
+def _remove_stale(out_dir, rel):
+    path = os.path.join(out_dir, rel)
+    if os.path.isfile(path) or os.path.islink(path):
+        os.remove(path)
+    parent = os.path.dirname(path)
+    while os.path.abspath(parent) != os.path.abspath(out_dir):   # folders the old run made, now empty
+        try:
+            os.rmdir(parent)
+        except OSError:
+            break
+        parent = os.path.dirname(parent)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class Terminated(SystemExit):
+    """SIGTERM (or SIGHUP) arrived during a run: the staging folder is removed on the way out,
+    and the process exits with 128 + the signal number, as it would have without the handler."""
+
+    def __init__(self, signum):
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def terminate_cleanly():
+    """Turn SIGTERM/SIGHUP into :class:`Terminated` for the duration of a run (SIGINT already raises
+    KeyboardInterrupt), so the run's cleanup runs; the default kill would leave the staging
+    folder and half-written videos behind. Only the main thread can install handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    def handler(signum, frame):
+        for s in previous:               # a second signal must not interrupt the cleanup
+            signal.signal(s, signal.SIG_IGN)
+        raise Terminated(signum)
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
