@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -27,7 +28,7 @@ import torch
 from . import features, synth
 from .camera import project, transl_to_param
 from .model import PoseBERT
-from .rotations import rotmat_to_6d, sixd_to_rotmat
+from .rotations import rotmat_to_6d, rotvec_to_rotmat, sixd_to_rotmat
 
 __all__ = ["Preset", "PRESETS", "available_presets", "get_preset", "load_model", "save_checkpoint",
            "build_training_batch"]
@@ -125,7 +126,7 @@ def bone_lengths(body, layout) -> torch.Tensor:
 
 
 def build_training_batch(preset, rot6d, transl_world, body, g, corrupt: bool = True, obs=None,
-                         noise_scale: float = 1.0, mask_kw=None) -> dict:
+                         noise_scale: float = 1.0, mask_kw=None, aug: "synth.Augment | None" = None) -> dict:
     """Ground truth + corrupted inputs for one batch.
 
     rot6d (B, T, J, 6), transl_world (B, T, 3) from the cache (J = 24 body, 16 hand; ``body``
@@ -133,45 +134,93 @@ def build_training_batch(preset, rot6d, transl_world, body, g, corrupt: bool = T
     ``x`` (B, T, in_dim), ``observed`` (B, T), ``rotmats`` (B, T, J, 3, 3) target
     (camera-frame root), ``transl`` (B, T, 3) target camera-frame pelvis, ``param`` (B, T, 3).
     ``mask_kw``: options of ``synth.training_mask`` (mask mixture, longest hidden future).
+    ``aug``: a :class:`synth.Augment` (mirroring, rig offsets, cameras, clean windows, heavy-tailed
+    noise, limb swaps; body presets only); None keeps the shipped models' original distribution.
+    Time warping happens when windows are sampled (``MotionCache.sample(speed=...)``).
     """
     p = get_preset(preset)
     B, T = rot6d.shape[:2]
-    R, tr = synth.place_in_camera(sixd_to_rotmat(rot6d), transl_world, g, **p.placement)
+    placement = dict(p.placement)
+    body_aug = aug is not None and p.body == "body"
+    if body_aug:
+        rot6d, transl_world = synth.mirror_motion(rot6d, transl_world, torch.rand(B, generator=g) < aug.mirror)
+        if aug.rig_deg > 0:   # half the windows keep the source rig's convention
+            shifted = synth.rig_offsets(rot6d, g, aug.rig_deg)
+            rot6d = torch.where((torch.rand(B, generator=g) < 0.5)[:, None, None, None], shifted, rot6d)
+        placement.update(pitch=aug.pitch, roll=math.radians(aug.roll_deg), depth=aug.depth)
+    R, tr = synth.place_in_camera(sixd_to_rotmat(rot6d), transl_world, g, **placement)
     out = {"rotmats": R, "transl": tr, "param": transl_to_param(tr)}
     if obs is None:
         obs = synth.training_mask(B, T, g, **(mask_kw or {})) if corrupt else torch.ones(B, T, dtype=torch.bool)
     out["observed"] = obs
+    # per-window noise scale: 1 = the preset's full range; 0 = exactly clean input
+    level = synth.noise_level(g, B, 1.0, aug.clean_frac) if body_aug and corrupt else torch.ones(B)
+    clean = level == 0
+    heavy = (torch.rand(B, generator=g) < aug.heavy_frac) if body_aug else torch.zeros(B, dtype=torch.bool)
+    swap = synth._u(g, (B,), 0.0, aug.swap_frac) * (torch.rand(B, generator=g) < 1 / 3) * ~clean \
+        if body_aug else torch.zeros(B)
+
+    def noise(shape, hi):
+        """Gaussian or (for ``heavy`` windows) Student-t noise, per-window scale U(0, hi) * level.
+        (Draw order as the shipped models' training: the noise, then its scale.)"""
+        n = torch.randn(shape, generator=g)
+        if heavy.any():
+            n = torch.where(heavy.reshape(B, *([1] * (len(shape) - 1))), synth.heavy_tailed(shape, g), n)
+        return n * (synth._u(g, (B,), 0.0, hi) * level).reshape(B, *([1] * (len(shape) - 1)))
+
     if p.kind == "smpl":
-        Rin = synth.corrupt_rotations(R, g) if corrupt else R
+        if corrupt:
+            sigma = synth._u(g, (B,), 0.0, 0.15) * level
+            eps = torch.randn(R.shape[:-2] + (3,), generator=g)
+            if heavy.any():
+                eps = torch.where(heavy[:, None, None, None], synth.heavy_tailed(eps.shape, g), eps)
+            Rin = R @ rotvec_to_rotmat(eps * sigma[:, None, None, None])
+            frac = synth._u(g, (B,), 0.0, 0.15) * (torch.rand(B, generator=g) < 0.5) * ~clean
+            Rin, _ = synth.replace_with_other(Rin, frac, g)
+            Rin = synth.swap_limbs(Rin, swap, g, conj=synth.MIRROR_X) if swap.any() else Rin
+        else:
+            Rin = R
         joints = body.pose_keypoints(Rin, tr, "smpl24")
         kp2d = project(joints)
         if corrupt:
-            kp2d = kp2d + torch.randn(kp2d.shape, generator=g) * synth._u(g, (B, 1, 1, 1), 0.0, 0.01 * noise_scale)
+            kp2d = kp2d + noise(kp2d.shape, 0.01 * noise_scale)
         out["x"] = features.smpl_features(rotmat_to_6d(Rin), kp2d)
         return out
     kp = body.pose_keypoints(R, tr, p.layout)                     # (B, T, K, 3) camera frame
     K = kp.shape[-2]
     if corrupt:
-        kp, _ = synth.replace_with_other(kp - tr[..., None, :], synth._u(g, (B,), 0.0, 0.1) *
-                                         (torch.rand(B, generator=g) < 0.5), g)
+        frac = synth._u(g, (B,), 0.0, 0.1) * (torch.rand(B, generator=g) < 0.5) * ~clean
+        kp, _ = synth.replace_with_other(kp - tr[..., None, :], frac, g)
         kp = kp + tr[..., None, :]
+        if swap.any():   # a left/right confusion of the detector: every lateral keypoint swapped
+            from .skeletons import get_skeleton
+            flip = torch.as_tensor(get_skeleton(p.layout).flip_map, dtype=torch.long)
+            hit = torch.rand((B, T), generator=g) < swap[:, None]
+            kp = torch.where(hit[..., None, None], kp[:, :, flip], kp)
     if p.kind == "kp3d":
         kp3 = kp
         if corrupt:
             max_noise = 0.02 if p.body == "hand" else 0.03     # metres; a hand is ~18 cm long
-            kp3 = kp3 + torch.randn(kp3.shape, generator=g) * synth._u(g, (B, 1, 1, 1), 0.0, max_noise * noise_scale)
+            kp3 = kp3 + noise(kp3.shape, max_noise * noise_scale)
+            if body_aug and aug.depth_jitter > 0:   # monocular 3D: the depth scale of the body is uncertain
+                s = 1 + synth._u(g, (B, 1, 1), -aug.depth_jitter, aug.depth_jitter) * ~clean[:, None, None]
+                root = kp3.mean(-2, keepdim=True)
+                kp3 = torch.cat([kp3[..., :2], root[..., 2:] + (kp3[..., 2:] - root[..., 2:]) * s[..., None]], -1)
         kp2d = project(kp)
         if corrupt:
-            kp2d = kp2d + torch.randn(kp2d.shape, generator=g) * synth._u(g, (B, 1, 1, 1), 0.0, 0.01 * noise_scale)
+            kp2d = kp2d + noise(kp2d.shape, 0.01 * noise_scale)
         out["x"] = features.kp3d_features(kp3, kp2d, p.layout, bone_lengths(body, p.layout))
         return out
     kp2d = project(kp)
     conf = torch.ones(B, T, K)
     if corrupt:
-        conf = synth._u(g, (B, T, K), 0.3, 1.0)
-        sigma = synth._u(g, (B, 1, 1, 1), 0.0, 0.012 * noise_scale) * (1.6 - conf[..., None])
-        kp2d = kp2d + torch.randn(kp2d.shape, generator=g) * sigma
-        conf = synth.drop_joints(conf, synth._u(g, (B,), 0.0, 0.2), g)
+        conf = torch.where(clean[:, None, None], conf, synth._u(g, (B, T, K), 0.3, 1.0))
+        sigma = synth._u(g, (B, 1, 1, 1), 0.0, 0.012 * noise_scale) * level.reshape(B, 1, 1, 1) * (1.6 - conf[..., None])
+        n = torch.randn(kp2d.shape, generator=g)
+        if heavy.any():
+            n = torch.where(heavy[:, None, None, None], synth.heavy_tailed(n.shape, g), n)
+        kp2d = kp2d + n * sigma
+        conf = synth.drop_joints(conf, synth._u(g, (B,), 0.0, 0.2) * ~clean, g)
     out["x"] = features.kp2d_features(kp2d, conf)
     return out
 

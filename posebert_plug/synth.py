@@ -8,6 +8,7 @@ a person facing +Z in the world faces the camera).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -22,13 +23,15 @@ def _u(g, shape, lo, hi):
 
 
 def place_in_camera(rotmats, transl_world, g, depth=(2.0, 20.0), u_range=(-0.6, 0.6), v_range=(-0.3, 0.5),
-                    random_yaw=True, pitch=(0.0, 0.0), min_depth=1.0):
+                    random_yaw=True, pitch=(0.0, 0.0), min_depth=1.0, roll=0.0):
     """Random heading, camera elevation and placement in front of the canonical camera.
 
     pitch: range (radians) of the camera's downward tilt (0 = level; 0.5 = looking down
         about 29 degrees, as a raised surveillance camera does).
 
     min_depth: root depth is clamped to at least this (metres).
+
+    roll: largest camera roll (radians, uniform in +-roll): a handheld or mounted camera is rarely level.
 
     rotmats (B, T, J, 3, 3) world local rotations; transl_world (B, T, 3) root, metres.
     Returns (rotmats (B, T, J, 3, 3) with the root in the camera frame, transl (B, T, 3) camera-frame root).
@@ -39,6 +42,9 @@ def place_in_camera(rotmats, transl_world, g, depth=(2.0, 20.0), u_range=(-0.6, 
     tilt = _u(g, (B,), *pitch)
     Rx = rotvec_to_rotmat(torch.stack([tilt, torch.zeros(B), torch.zeros(B)], -1))
     W = Rx.to(rotmats.dtype) @ R_CAM.to(rotmats.dtype) @ Ry.to(rotmats.dtype)   # (B, 3, 3)
+    if roll:
+        rz = _u(g, (B,), -roll, roll)
+        W = rotvec_to_rotmat(torch.stack([torch.zeros(B), torch.zeros(B), rz], -1)).to(rotmats.dtype) @ W
     out = rotmats.clone()
     out[:, :, 0] = W[:, None] @ rotmats[:, :, 0]
     rel = transl_world - transl_world[:, :1]
@@ -133,3 +139,155 @@ def corrupt_rotations(rotmats, g, sigma=(0.0, 0.15), outlier=(0.0, 0.15), outlie
     frac = _u(g, (B,), *outlier) * (torch.rand(B, generator=g) < outlier_prob)
     noisy, _ = replace_with_other(noisy, frac, g)
     return noisy
+
+
+# ---- augmentations for what differs between training and use (issue: generalisation) --------
+
+@dataclass(frozen=True)
+class Augment:
+    """What ``posebert-train`` varies beyond the mocap itself (each a ``posebert-train`` option).
+
+    mirror: probability of the left-right mirror image of a window.
+    speed: play-rate range (log-uniform; 0.5-2x: slow and fast performers, other frame rates).
+    rig_deg: largest constant rest-rotation offset at collars, shoulders, wrists, hips, ankles
+        and feet, on half the windows (other rigs and estimators define those joints differently).
+    pitch: camera tilt range (radians, positive looks down; 1.05 = 60 degrees, a raised camera).
+    roll_deg: largest camera roll (degrees).
+    depth: root distance range (metres).
+    clean_frac: fraction of windows with exactly clean input (no noise, outliers or swaps): a
+        refiner must learn to leave good input alone.
+    heavy_frac: fraction of noisy windows whose noise is Student-t (heavy-tailed) not Gaussian.
+    swap_frac: largest fraction of frames with left/right arms or legs swapped, on a third of
+        the noisy windows.
+    depth_jitter: 3D keypoint presets: largest relative error of the keypoints' depth scale.
+    """
+    mirror: float = 0.5
+    speed: tuple = (0.5, 2.0)
+    rig_deg: float = 25.0
+    pitch: tuple = (-0.1, 1.05)
+    roll_deg: float = 10.0
+    depth: tuple = (2.0, 25.0)
+    clean_frac: float = 0.15
+    heavy_frac: float = 0.3
+    swap_frac: float = 0.1
+    depth_jitter: float = 0.15
+
+    @classmethod
+    def none(cls) -> "Augment":
+        """The shipped models' training distribution before these augmentations (for comparisons)."""
+        return cls(mirror=0.0, speed=(1.0, 1.0), rig_deg=0.0, pitch=(-0.1, 0.6), roll_deg=0.0, depth=(2.0, 20.0),
+                   clean_frac=0.0, heavy_frac=0.0, swap_frac=0.0, depth_jitter=0.0)
+
+
+MIRROR_X = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))   # reflection of the body frame's X (its left-right)
+# SMPL-24 joints whose rest orientation rigs and estimators define differently: collars, shoulders,
+# wrists, hips, ankles, feet
+RIG_JOINTS = (13, 14, 16, 17, 20, 21, 1, 2, 7, 8, 10, 11)
+# left/right SMPL-24 limb joints: (left, right) pairs of arms and legs, swapped by estimator failures
+ARM_PAIRS = ((13, 14), (16, 17), (18, 19), (20, 21), (22, 23))
+LEG_PAIRS = ((1, 2), (4, 5), (7, 8), (10, 11))
+
+
+def smpl_flip_index() -> torch.Tensor:
+    """(24,) index of each SMPL-24 joint's mirror image."""
+    from .skeletons import get_skeleton
+    return torch.as_tensor(get_skeleton("smpl24").flip_map, dtype=torch.long)
+
+
+def mirror_motion(rot6d: torch.Tensor, transl: torch.Tensor, which: torch.Tensor) -> tuple:
+    """Left-right mirror image of world motion for the samples where ``which`` (B,) is True.
+
+    rot6d (B, T, 24, 6) local rotations (world: Y up, the body's left +X), transl (B, T, 3) metres.
+    Mirroring X swaps left and right joints and conjugates every local rotation by the
+    reflection (the rest skeleton is symmetric), so the result is a valid motion of the same body.
+    """
+    from .rotations import rotmat_to_6d
+    if not which.any():
+        return rot6d, transl
+    M = MIRROR_X.to(rot6d.dtype)
+    R = sixd_to_rotmat(rot6d[which][:, :, smpl_flip_index()])
+    r6 = rot6d.clone()
+    r6[which] = rotmat_to_6d(M @ R @ M)
+    tr = transl.clone()
+    tr[which, :, 0] = -tr[which, :, 0]
+    return r6, tr
+
+
+def time_warp(rot6d: torch.Tensor, transl: torch.Tensor, speed: torch.Tensor, T: int) -> tuple:
+    """Play windows at ``speed`` (B,) times their rate: (B, N, J, 6), (B, N, 3) -> (B, T, J, 6), (B, T, 3).
+
+    Frame t of the output samples the source at ``t * speed`` (linear interpolation; 6D is
+    re-orthonormalised downstream by ``sixd_to_rotmat``); N must cover ``(T - 1) * max(speed) + 1``.
+    """
+    B, N = rot6d.shape[:2]
+    pos = torch.arange(T, dtype=torch.float32)[None] * speed[:, None].float()       # (B, T)
+    pos = pos.clamp(max=N - 1)
+    i0 = pos.floor().long().clamp(max=N - 1)
+    i1 = (i0 + 1).clamp(max=N - 1)
+    w = (pos - i0.float())
+    b = torch.arange(B)[:, None]
+    r = rot6d[b, i0] * (1 - w)[..., None, None] + rot6d[b, i1] * w[..., None, None]
+    t = transl[b, i0] * (1 - w)[..., None] + transl[b, i1] * w[..., None]
+    return r, t
+
+
+def rig_offsets(rot6d: torch.Tensor, g, max_deg: float, joints=RIG_JOINTS) -> torch.Tensor:
+    """Another rig's convention: constant per-joint rest-rotation offsets ``O_j`` (angle up to
+    ``max_deg``, a random axis, fixed over each sample) on the global rotations, ``G_j <- G_j O_j``,
+    expressed back in local rotations. rot6d (B, T, 24, 6) -> (B, T, 24, 6)."""
+    from .kinematics import global_to_local, local_to_global
+    from .rotations import rotmat_to_6d
+    from .skeletons import get_skeleton
+    if max_deg <= 0:
+        return rot6d
+    B = rot6d.shape[0]
+    parents = get_skeleton("smpl24").parents
+    axis = torch.nn.functional.normalize(torch.randn(B, len(joints), 3, generator=g), dim=-1)
+    ang = _u(g, (B, len(joints), 1), 0.0, math.radians(max_deg))
+    O = torch.eye(3).repeat(B, 24, 1, 1)
+    O[:, list(joints)] = rotvec_to_rotmat(axis * ang)
+    G = local_to_global(sixd_to_rotmat(rot6d), parents) @ O[:, None].to(rot6d.dtype)
+    return rotmat_to_6d(global_to_local(G, parents))
+
+
+def swap_limbs(x: torch.Tensor, frac, g, pairs=ARM_PAIRS + LEG_PAIRS, conj=None) -> torch.Tensor:
+    """Estimator left/right confusions: on a fraction ``frac`` (B,) of frames, swap the arms or
+    the legs (one of the two, at random) of x (B, T, J, ...) along the joint axis.
+
+    ``conj``: optional (3, 3) reflection applied as ``M X M`` to swapped rotations (x (..., 3, 3)),
+    so a swapped limb keeps its own side's orientation convention."""
+    B, T = x.shape[:2]
+    hit = torch.rand((B, T), generator=g) < torch.as_tensor(frac, dtype=torch.float32).reshape(-1, 1)
+    if not hit.any():
+        return x
+    arms = torch.rand((B, T), generator=g) < 0.5
+    out = x.clone()
+    for group, sel in ((ARM_PAIRS, hit & arms), (LEG_PAIRS, hit & ~arms)):
+        for a, b in group:
+            if (a, b) not in pairs:
+                continue
+            xa, xb = x[:, :, a], x[:, :, b]
+            if conj is not None:
+                M = conj.to(x.dtype)
+                xa, xb = M @ xa @ M, M @ xb @ M
+            out[:, :, a] = torch.where(sel.reshape(B, T, *([1] * (x.dim() - 3))), xb, out[:, :, a])
+            out[:, :, b] = torch.where(sel.reshape(B, T, *([1] * (x.dim() - 3))), xa, out[:, :, b])
+    return out
+
+
+def heavy_tailed(shape, g, dof: int = 3) -> torch.Tensor:
+    """Student-t samples (``dof`` degrees of freedom, integer so the chi-square is a sum of
+    seeded squared normals): estimator errors are mostly small with occasional large misses,
+    which a Gaussian never draws."""
+    z = torch.randn(shape, generator=g)
+    chi2 = (torch.randn((dof,) + tuple(shape), generator=g) ** 2).sum(0)
+    return z * torch.sqrt(dof / chi2.clamp_min(1e-6))
+
+
+def noise_level(g, B: int, hi: float, clean_frac: float) -> torch.Tensor:
+    """Per-sample noise scale in [0, hi]: exactly 0 for a fraction ``clean_frac`` (a refiner must
+    learn to leave good input alone), else log-uniform from hi/50 to hi (small noise as common
+    as large)."""
+    lo = hi / 50
+    s = torch.exp(_u(g, (B,), math.log(lo), math.log(hi)))
+    return torch.where(torch.rand(B, generator=g) < clean_frac, torch.zeros(B), s)

@@ -55,7 +55,9 @@ def compute_loss(outputs, batch, body, w_rot=1.0, w_tr=1.0, w_joint=1.0, w_vel=1
 
 @torch.no_grad()
 def evaluate(model, cache, preset, body, T=64, max_windows=256, seed=1234, corrupt=True, batch=64):
-    """Validation metrics (mm) on fixed windows of a cache split with a fixed corruption seed."""
+    """Validation metrics (mm) on fixed windows of a cache split with a fixed corruption seed
+    (the shipped models' corruption, ``aug=None``, so figures stay comparable across runs);
+    ``families``: MPJPE per motion family of the held-out performers."""
     model.eval()
     starts = cache.window_starts(T, T)
     if len(starts) > max_windows:
@@ -73,8 +75,11 @@ def evaluate(model, cache, preset, body, T=64, max_windows=256, seed=1234, corru
         tr_err.append((param_to_transl(param) - b["transl"]).norm(dim=-1).mean())
     P, G = torch.cat(preds), torch.cat(gts)
     model.train()
+    per_window = (P - G).norm(dim=-1).mean((1, 2)) * 1000
+    fam = cache.window_family(starts)
+    families = {str(f): round(float(per_window[fam == f].mean()), 1) for f in sorted(set(fam.tolist()))}
     return {"MPJPE": float(mpjpe(P, G)), "PA-MPJPE": float(pa_mpjpe(P, G)), "Accel": float(accel_error(P, G)),
-            "transl_mm": float(torch.stack(tr_err).mean() * 1000), "windows": len(starts)}
+            "transl_mm": float(torch.stack(tr_err).mean() * 1000), "windows": len(starts), "families": families}
 
 
 @torch.no_grad()
@@ -112,6 +117,21 @@ def _load_init(path, device, ap):
     return blob
 
 
+def _load_resume(path, device, ap):
+    """``<out>/last.pt`` to resume from. A run folder may be shared or downloaded, so it is read
+    with ``weights_only=True`` (tensors and builtin containers only: a crafted file cannot run code);
+    everything a resume needs is stored that way (see ``save`` in :func:`main`)."""
+    try:
+        st = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:   # UnpicklingError for forbidden classes, RuntimeError for a non-torch file
+        ap.error(f"{path}: not a resumable posebert-train checkpoint ({type(e).__name__}); "
+                 "pass --no-resume to start afresh")
+    if not isinstance(st, dict) or not {"model", "opt", "step"} <= set(st):
+        ap.error(f"{path}: not a resumable posebert-train checkpoint (missing model/opt/step); "
+                 "pass --no-resume to start afresh")
+    return st
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="posebert-train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -145,7 +165,43 @@ def main(argv=None):
                     help="longest hidden future in frames (default window // 2 + 8)")
     ap.add_argument("--heavy-max", type=float, default=0.9,
                     help="largest fraction of frames dropped by the heavy random masks (default 0.9)")
+    d = synth.Augment()
+    ap.add_argument("--augment", choices=["on", "off"], default="on",
+                    help="on: the augmentations below (defaults shown); off: the shipped models' original "
+                         "distribution (no mirroring, warping, rig offsets, clean windows, swaps; pitch up to 34 deg)")
+    ap.add_argument("--mirror", type=float, default=d.mirror, help="probability of a left-right mirrored window")
+    ap.add_argument("--speed", default=f"{d.speed[0]},{d.speed[1]}", metavar="LO,HI",
+                    help="play-rate range of windows (time warp, log-uniform)")
+    ap.add_argument("--rig-deg", type=float, default=d.rig_deg,
+                    help="largest constant rest-rotation offset (degrees) at collars, shoulders, wrists, hips, ankles, "
+                         "feet, on half the windows: other rigs' and estimators' joint conventions")
+    ap.add_argument("--pitch-max", type=float, default=math.degrees(d.pitch[1]),
+                    help="largest camera tilt looking down (degrees)")
+    ap.add_argument("--roll-deg", type=float, default=d.roll_deg, help="largest camera roll (degrees)")
+    ap.add_argument("--depth-max", type=float, default=d.depth[1], help="farthest camera distance (metres)")
+    ap.add_argument("--clean-frac", type=float, default=d.clean_frac,
+                    help="fraction of windows with exactly clean input (learn to leave good input alone)")
+    ap.add_argument("--heavy-frac", type=float, default=d.heavy_frac,
+                    help="fraction of noisy windows with heavy-tailed (Student-t) noise")
+    ap.add_argument("--swap-frac", type=float, default=d.swap_frac,
+                    help="largest fraction of frames with left/right limbs swapped (on a third of noisy windows)")
+    ap.add_argument("--depth-jitter", type=float, default=d.depth_jitter,
+                    help="3D keypoint presets: largest relative error of the keypoints' depth scale")
     args = ap.parse_args(argv)
+    try:
+        speed = tuple(float(v) for v in args.speed.split(","))
+    except ValueError:
+        speed = ()
+    if len(speed) != 2 or not 0 < speed[0] <= speed[1] <= 4:
+        ap.error("--speed needs LO,HI with 0 < LO <= HI <= 4, e.g. 0.5,2")
+    for flag, value in (("--mirror", args.mirror), ("--clean-frac", args.clean_frac),
+                        ("--heavy-frac", args.heavy_frac), ("--swap-frac", args.swap_frac)):
+        if not 0 <= value <= 1:
+            ap.error(f"{flag} must lie in [0, 1], got {value}")
+    aug = synth.Augment.none() if args.augment == "off" else synth.Augment(
+        mirror=args.mirror, speed=speed, rig_deg=args.rig_deg, pitch=(-0.1, math.radians(args.pitch_max)),
+        roll_deg=args.roll_deg, depth=(2.0, args.depth_max), clean_frac=args.clean_frac,
+        heavy_frac=args.heavy_frac, swap_frac=args.swap_frac, depth_jitter=args.depth_jitter)
     try:
         mix = tuple(float(v) for v in args.mask_mix.split(","))
     except ValueError:
@@ -185,8 +241,7 @@ def main(argv=None):
     body = preset.make_body().to(device)
     kwargs = preset.model_kwargs(args.size)
     last = os.path.join(out, "last.pt")
-    st = torch.load(last, map_location=device, weights_only=False) \
-        if os.path.isfile(last) and not args.no_resume else None       # our own file, not user input
+    st = _load_resume(last, device, ap) if os.path.isfile(last) and not args.no_resume else None
     blob = _load_init(args.init, device, ap) if args.init and st is None else None
     os.makedirs(out, exist_ok=True)
     # Weights keep the start they were trained for (resumed run, then --init's weights) unless told
@@ -241,8 +296,8 @@ def main(argv=None):
     while step < args.steps:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr)
-        rot6d, tr = train.sample(args.batch, args.window, rng)
-        batch = build_training_batch(preset, rot6d, tr, body, g, mask_kw=mask_kw)
+        rot6d, tr = train.sample(args.batch, args.window, rng, speed=aug.speed)
+        batch = build_training_batch(preset, rot6d, tr, body, g, mask_kw=mask_kw, aug=aug)
         batch = {k: v.to(device) for k, v in batch.items()}
         outputs = net(batch["x"], batch["observed"], return_all=True)
         loss, terms = compute_loss(outputs, batch, body, w_vel=args.w_vel, layout=preset.loss_layout)
@@ -263,7 +318,8 @@ def main(argv=None):
             log.append(entry)
             print(f"\nstep {step}: val corrupted MPJPE {m['MPJPE']:.1f} PA {m['PA-MPJPE']:.1f} Accel {m['Accel']:.1f} "
                   f"transl {m['transl_mm']:.0f} mm | clean MPJPE {c['MPJPE']:.1f} PA {c['PA-MPJPE']:.1f} "
-                  f"Accel {c['Accel']:.1f}", flush=True)
+                  f"Accel {c['Accel']:.1f} | per family corrupted/clean: "
+                  + ", ".join(f"{k} {v}/{c['families'].get(k)}" for k, v in m["families"].items()), flush=True)
             with open(os.path.join(out, "log.json"), "w") as f:
                 json.dump(log, f, indent=1)
         if args.max_minutes and (time.time() - t0) / 60 > args.max_minutes:

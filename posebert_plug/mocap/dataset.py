@@ -10,13 +10,21 @@ Cache layout (``--out``):
 - ``train.npz`` and ``val.npz``: ``rot6d`` (F, 24, 6) float16 local rotations
   in 6D, ``transl`` (F, 3) float32 pelvis positions (metres, Y up),
   ``clip_start`` / ``clip_len`` (C,) int64 frame ranges, ``clip_name`` (C,),
-  ``clip_source`` (C,); every clip at 30 fps.
+  ``clip_source``, ``clip_performer``, ``clip_family`` (C,); every clip at 30 fps.
 - ``manifest.json``: the split rule, per-source counts, skipped clips and why.
 
-Split (fixed, by clip, never tuned on): a clip is validation when
-- its Bandai-Namco style is ``old`` (dataset 1) or ``elderly`` (dataset 2), or
-- it is CMU subject 03;
-user clips (AMASS or other BVH) go to validation when ``crc32(name) % 10 == 0``.
+Split (fixed, by performer, never tuned on; ``clip_meta``): a clip is validation when its
+performer is held out, whole:
+- CMU subject 03 (locomotion on uneven ground, ASF/AMC), CMU subject 14 (everyday actions,
+  boxing), the salsa couple (CMU 60 and 61, dance; the BVH files do not say which partner is
+  which, so both are held out) and CMU 135 (martial arts): performers and motion families
+  that no training clip contains;
+- Bandai-Namco styles ``old`` (dataset 1) and ``elderly`` (dataset 2): the Bandai files carry no
+  performer label, so the style is the closest proxy there is;
+- user clips (AMASS or other BVH): by performer too, the first folder of the clip's path (an
+  AMASS subject folder) when ``crc32(folder) % 10 == 0``.
+Every clip also carries a motion family (``locomotion``, ``dance``, ``martial_arts``,
+``everyday``; sport-like motion counts as everyday) for per-family benchmarks.
 """
 from __future__ import annotations
 
@@ -44,8 +52,46 @@ from .retarget import Motion, builtin_map, resample, retarget
 from .amass import read_amass
 from .skeleton_motion import MocapFormatError
 
-SPLIT_RULE = ("validation = Bandai-Namco style 'old' (dataset-1) or 'elderly' (dataset-2), CMU subject 03; "
-              "other clips: crc32(clip name) % 10 == 0")
+SPLIT_RULE = ("by performer: validation = CMU subjects 03, 14, 60+61 (salsa couple), 135 (martial arts); "
+              "Bandai-Namco styles 'old' (dataset-1) and 'elderly' (dataset-2) (no performer labels); "
+              "user clips: crc32(performer folder) % 10 == 0")
+FAMILIES = ("locomotion", "dance", "martial_arts", "everyday")
+VAL_CMU_SUBJECTS = {"03", "14", "60", "61", "135"}
+# CMU subjects of the shared archives -> motion family (mocap.cs.cmu.edu subject index)
+_CMU_FAMILY = {"01": "everyday", "02": "locomotion", "03": "locomotion", "08": "locomotion", "09": "locomotion",
+               "10": "everyday", "12": "locomotion", "13": "everyday", "14": "everyday", "16": "locomotion",
+               "60": "dance", "61": "dance", "94": "dance", "135": "martial_arts"}
+# the acrnn archive names folders by motion; each folder is one CMU performer (or the salsa couple)
+_ACRNN_SUBJECT = {"salsa": "60", "indian": "94", "martial": "135"}
+_BANDAI_FAMILY = (("dance", "dance"), ("kick", "martial_arts"), ("punch", "martial_arts"), ("slash", "martial_arts"),
+                  ("walk", "locomotion"), ("run", "locomotion"), ("dash", "locomotion"))
+
+
+def clip_meta(name: str, source: str) -> tuple[str, str, str]:
+    """(performer, family, split) of a clip from its path under the mocap folder (no extension).
+
+    >>> clip_meta("cmu-bvh-acrnn/train_data_bvh/martial/03", "cmu-bvh-acrnn")
+    ('cmu-135', 'martial_arts', 'val')
+    """
+    parts = name.replace(os.sep, "/").split("/")
+    base = parts[-1]
+    if source.startswith("bandai"):
+        m = re.match(r"dataset-\d_(.+)_([a-z-]+)_\d+$", base)
+        content, style = (m.group(1), m.group(2)) if m else (base, "unknown")
+        family = next((f for key, f in _BANDAI_FAMILY if key in content), "everyday")
+        return f"{source}-{style}", family, "val" if style in ("old", "elderly") else "train"
+    subject = None
+    if "train_data_bvh" in parts and len(parts) >= 2 and parts[-2] in _ACRNN_SUBJECT:
+        subject = _ACRNN_SUBJECT[parts[-2]]
+    m = re.match(r"(\d+)_\d+$", base)
+    if subject is None and m and source.startswith("cmu"):
+        subject = m.group(1)
+    if subject is not None and subject in _CMU_FAMILY:
+        performer = "cmu-60+61" if subject in ("60", "61") else f"cmu-{subject}"
+        return performer, _CMU_FAMILY[subject], "val" if subject in VAL_CMU_SUBJECTS else "train"
+    folder = parts[-2] if len(parts) >= 2 else base   # AMASS: .../<subject>/<clip>
+    performer = f"{source}-{folder}"
+    return performer, "everyday", "val" if zlib.crc32(performer.encode()) % 10 == 0 else "train"
 
 
 @dataclass
@@ -55,15 +101,13 @@ class Clip:
     source: str
 
     @property
+    def meta(self) -> tuple[str, str, str]:
+        """(performer, family, split), see :func:`clip_meta`."""
+        return clip_meta(self.name, self.source)
+
+    @property
     def split(self) -> str:
-        n = os.path.basename(self.path)
-        if re.search(r"_(old|elderly)_\d+\.bvh$", n):
-            return "val"
-        if self.source.startswith("bandai"):
-            return "train"
-        if n.endswith(".amc"):
-            return "val" if n.startswith("03_") else "train"
-        return "val" if zlib.crc32(self.name.encode()) % 10 == 0 else "train"
+        return self.meta[2]
 
 
 def _source_of(rel: str) -> str:
@@ -75,6 +119,8 @@ def _source_of(rel: str) -> str:
         return "cmu"
     if rel.endswith(".npz"):
         return "amass"
+    if rel.endswith(".bvh") and re.match(r"\d+_\d+\.bvh$", os.path.basename(rel)) and not top.startswith("cmu"):
+        return "cmu-bvh"   # a CMU clip (subject_trial.bvh) outside the shared archives' folders
     return top if os.sep in rel else "bvh"
 
 
@@ -147,7 +193,7 @@ def build_cache(src, out, fps: float = 30.0, min_frames: int = 16, progress: boo
     from tqdm import tqdm
     os.makedirs(out, exist_ok=True)
     parts = {"train": [], "val": []}
-    skipped, stats = [], {}
+    skipped, stats, families = [], {}, {}
     with list_clips(src) as clips:
         if not clips:
             raise FileNotFoundError(f"no .bvh, .amc or AMASS .npz clips under {src!r}")
@@ -164,6 +210,12 @@ def build_cache(src, out, fps: float = 30.0, min_frames: int = 16, progress: boo
             rot6d = rotmat_to_6d(torch.as_tensor(m.rotmats)).numpy().astype(np.float16)
             parts[clip.split].append((clip, rot6d, m.transl.astype(np.float32)))
             s = stats.setdefault(clip.source, {"clips": 0, "frames": 0, "train_clips": 0, "val_clips": 0})
+            performer, family, split = clip.meta
+            fam = families.setdefault(f"{split}/{family}", {"clips": 0, "frames": 0, "performers": []})
+            fam["clips"] += 1
+            fam["frames"] += m.num_frames
+            if performer not in fam["performers"]:
+                fam["performers"].append(performer)
             s["clips"] += 1
             s["frames"] += m.num_frames
             s[f"{clip.split}_clips"] += 1
@@ -176,11 +228,14 @@ def build_cache(src, out, fps: float = 30.0, min_frames: int = 16, progress: boo
                  transl=np.concatenate([t for _, _, t in items]),
                  clip_start=np.concatenate([[0], np.cumsum(lens)[:-1]]), clip_len=lens,
                  clip_name=np.array([c.name for c, _, _ in items]),
-                 clip_source=np.array([c.source for c, _, _ in items]))
+                 clip_source=np.array([c.source for c, _, _ in items]),
+                 clip_performer=np.array([c.meta[0] for c, _, _ in items]),
+                 clip_family=np.array([c.meta[1] for c, _, _ in items]))
         os.replace(tmp, os.path.join(out, f"{split}.npz"))
     for s in stats.values():
         s["hours"] = s["frames"] / fps / 3600
     manifest = {"fps": fps, "split_rule": SPLIT_RULE, "sources": stats, "skipped": skipped,
+                "families": dict(sorted(families.items())),
                 "frames": {k: int(sum(r.shape[0] for _, r, _ in v)) for k, v in parts.items()}}
     with open(os.path.join(out, "manifest.json.part"), "w") as f:
         json.dump(manifest, f, indent=1)
@@ -214,6 +269,9 @@ class MotionCache:
             self.clip_start = d["clip_start"].astype(np.int64)
             self.clip_len = d["clip_len"].astype(np.int64)
             self.clip_name = d["clip_name"]
+            n = len(self.clip_name)   # caches built before the performer split carry no family
+            self.clip_family = d["clip_family"] if "clip_family" in d else np.full(n, "unknown")
+            self.clip_performer = d["clip_performer"] if "clip_performer" in d else np.full(n, "unknown")
 
     @property
     def num_frames(self) -> int:
@@ -224,8 +282,26 @@ class MotionCache:
         starts = [s + np.arange(0, n - T + 1, stride) for s, n in zip(self.clip_start, self.clip_len) if n >= T]
         return np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
 
-    def sample(self, batch: int, T: int, rng: np.random.Generator) -> tuple:
-        """Random windows -> (rot6d (B, T, 24, 6), transl (B, T, 3)); clips weighted by length."""
+    def sample(self, batch: int, T: int, rng: np.random.Generator, speed=(1.0, 1.0)) -> tuple:
+        """Random windows -> (rot6d (B, T, 24, 6), transl (B, T, 3)); clips weighted by length.
+
+        speed: play-rate range (log-uniform per window): a window at speed s covers ``(T - 1) * s + 1``
+        source frames resampled to T (``synth.time_warp``); (1, 1) reads frames as they are."""
+        if speed[0] == speed[1] == 1.0:
+            return self._sample(batch, T, rng)
+        from ..synth import time_warp
+        s = np.exp(rng.uniform(np.log(speed[0]), np.log(speed[1]), batch))
+        s = np.minimum(s, (self.clip_len.max() - 1) / max(1, T - 1))   # no clip is long enough beyond
+        rots, trs = [], []
+        for si in s:   # one length per window: clips long enough for it
+            n = int(np.ceil((T - 1) * si)) + 1
+            r, t = self._sample(1, n, rng)
+            r, t = time_warp(r, t, torch.tensor([(n - 1) / max(1, T - 1)]), T)   # last frame -> last frame
+            rots.append(r)
+            trs.append(t)
+        return torch.cat(rots), torch.cat(trs)
+
+    def _sample(self, batch: int, T: int, rng: np.random.Generator) -> tuple:
         ok = self.clip_len >= T
         if not ok.any():
             raise ValueError(f"no clip has {T} frames")
@@ -234,6 +310,11 @@ class MotionCache:
         s = self.clip_start[c] + (rng.random(batch) * (self.clip_len[c] - T + 1)).astype(np.int64)
         idx = torch.from_numpy(s[:, None] + np.arange(T)[None])
         return self.rot6d[idx], self.transl[idx]
+
+    def window_family(self, starts) -> np.ndarray:
+        """Motion family of the clip holding each window start (global frame index) -> (N,) str."""
+        c = np.searchsorted(self.clip_start, np.asarray(starts), side="right") - 1
+        return self.clip_family[c]
 
     def windows(self, starts, T: int) -> tuple:
         idx = torch.from_numpy(np.asarray(starts)[:, None] + np.arange(T)[None])

@@ -12,6 +12,7 @@ from .retarget import Motion, builtin_map, load_joint_map, resample, retarget
 from .skeleton_motion import MocapFormatError
 
 BANDAI_JOINTS = {"Hips", "UpperLeg_L", "LowerArm_R", "Toes_L", "Chest"}
+DAZ_JOINTS = {"hip", "abdomen", "lShldr", "rForeArm", "lThigh", "rShin"}   # cgspeed "Daz-friendly" CMU BVH
 
 
 def guess_joint_map(names) -> str:
@@ -19,7 +20,10 @@ def guess_joint_map(names) -> str:
     if BANDAI_JOINTS <= names:
         return "bandai"
     if {"lfemur", "rhumerus", "lowerback"} <= names:
-        return "cmu_asf"
+        # CMU ASF joints; exported as BVH (e.g. CMU 16_01) the root is named "hip", not "root"
+        return "cmu_asf" if "root" in names else "cmu_asf_bvh"
+    if DAZ_JOINTS <= names:
+        return "cmu_daz"
     if set(SMPL24.joints) <= names:
         return "smpl24"
     raise KeyError("unknown source skeleton: pass joint_map=<file.json> mapping SMPL-24 joints to its joints "

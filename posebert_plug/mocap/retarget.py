@@ -6,7 +6,8 @@ drives it, plus the calibration pose:
     {"joints": {"pelvis": "Hips", "left_knee": "LowerLeg_L", ...},
      "calibration": "rest" | {"frame": 0},
      "scale": 0.01,            # BVH only: metres per file unit (optional)
-     "hinge_fix": true}        # align elbow/knee hinge axes (twist fix)
+     "hinge_fix": true,        # align elbow/knee hinge axes (twist fix)
+     "skip_frames": 0}         # leading source frames to drop (e.g. a T-pose and a blend into the motion)
 
 Method, per mapped joint j driven by source joint s:
 ``G_smpl_j(t) = G_src_s(t) @ B_j`` with ``B_j = G_src_s(c)^T @ T_j``, where c
@@ -71,6 +72,7 @@ class JointMap:
     scale: float | None = None
     hinge_fix: bool = True
     name: str = "custom"
+    skip_frames: int = 0
 
     def validate(self, motion: SkeletonMotion | None = None) -> None:
         unknown = [k for k in self.joints if k not in SMPL24.joints]
@@ -87,10 +89,12 @@ class JointMap:
 
 
 def builtin_map(name: str) -> JointMap:
-    """Shipped maps: ``bandai``, ``cmu_asf``, ``smpl24``."""
+    """Shipped maps (``posebert_plug/mocap/maps/*.json``): ``bandai``, ``cmu_asf``, ``cmu_asf_bvh``,
+    ``cmu_daz``, ``smpl24``."""
     p = resources.files("posebert_plug") / "mocap" / "maps" / f"{name}.json"
     if not p.is_file():
-        raise KeyError(f"no built-in joint map {name!r}; shipped: bandai, cmu_asf, smpl24")
+        raise KeyError(f"no built-in joint map {name!r}; shipped: "
+                       f"{', '.join(sorted(f.name[:-5] for f in p.parent.iterdir() if f.name.endswith('.json')))}")
     return load_joint_map(str(p))
 
 
@@ -112,7 +116,8 @@ def load_joint_map(path_or_dict) -> JointMap:
         name = d.get("name", os.path.basename(path))
     if not isinstance(d, dict) or not isinstance(d.get("joints"), dict):
         raise ValueError(f"joint map {name!r}: expected a mapping with a 'joints' dict (SMPL-24 name -> source joint)")
-    jm = JointMap(dict(d["joints"]), d.get("calibration", "rest"), d.get("scale"), bool(d.get("hinge_fix", True)), name)
+    jm = JointMap(dict(d["joints"]), d.get("calibration", "rest"), d.get("scale"), bool(d.get("hinge_fix", True)), name,
+                  int(d.get("skip_frames", 0)))
     jm.validate()
     return jm
 
@@ -186,7 +191,8 @@ def retarget(motion: SkeletonMotion, joint_map, rest_joints=None, calibration_fr
         if src_len > 1e-6:
             scale = leg_length(rest, 1, 4, 7) / src_len
     transl = motion.positions[:, src["pelvis"]] * scale
-    return Motion(local.astype(np.float64), transl, motion.fps, motion.source)
+    k = min(jm.skip_frames, max(0, T - 1))   # calibration above may use a skipped frame (the T-pose)
+    return Motion(local[k:].astype(np.float64), transl[k:], motion.fps, motion.source)
 
 
 def _fix_hinges(G: np.ndarray, rest: np.ndarray, min_angle: float = np.deg2rad(20)) -> None:
