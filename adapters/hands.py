@@ -7,13 +7,12 @@ middle, ring, pinky mcp/pip/dip/tip, the order MediaPipe and mmpose use), ``side
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
 from posebert_plug.types import Detection, FrameDetections
-from .base import Adapter, AdapterError, group_by_frame, register
+from .base import Adapter, AdapterError, Notes, finish, frame_indices, load_json, one_frame_index, register
 
 
 @register
@@ -73,68 +72,72 @@ class HandFileAdapter(Adapter):
     def read(self, path, video):
         if not os.path.isfile(path):
             raise AdapterError(f"{path}: no such file")
-        if path.endswith(".npz"):
-            return self._read_npz(path)
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except (OSError, ValueError) as e:
-            raise AdapterError(f"{path}: not readable JSON or .npz ({e})") from None
+        notes = Notes()
+        if str(path).endswith(".npz"):
+            return finish(self._read_npz(path), path, video, notes=notes)
+        data = load_json(path)
         if not isinstance(data, list):
             raise AdapterError(f"{path}: expected a list of frames [{{frame_id, instances}}]")
         dets = []
         for n, item in enumerate(data):
             if not isinstance(item, dict) or "frame_id" not in item or "instances" not in item:
                 raise AdapterError(f"{path}: entry {n} lacks 'frame_id'/'instances'")
-            frame = int(item["frame_id"])
+            frame = one_frame_index(item["frame_id"], path, f"entry {n}: frame_id")
+            if not isinstance(item["instances"], list):
+                raise AdapterError(f"{path}: frame {frame}: 'instances' must be a list")
             for inst in item["instances"]:
-                kp = np.asarray(inst.get("keypoints", []), float)
+                if not isinstance(inst, dict):
+                    raise AdapterError(f"{path}: frame {frame}: an instance must be an object")
+                try:
+                    kp = np.asarray(inst.get("keypoints", []), float)
+                    sc = np.asarray(inst.get("keypoint_scores", np.ones(21)), float).reshape(-1)
+                    k3 = inst.get("keypoints_3d")
+                    k3 = None if k3 is None else np.asarray(k3, float)
+                except (TypeError, ValueError):
+                    raise AdapterError(f"{path}: frame {frame}: keypoints are not numbers") from None
                 if kp.shape != (21, 2):
                     raise AdapterError(f"{path}: frame {frame}: keypoints must be (21, 2) pixels, got {kp.shape}")
-                sc = np.asarray(inst.get("keypoint_scores", np.ones(21)), float).reshape(-1)
                 if sc.shape != (21,):
                     raise AdapterError(f"{path}: frame {frame}: keypoint_scores must be (21,)")
-                k3 = inst.get("keypoints_3d")
-                k3 = None if k3 is None else np.asarray(k3, float)
                 if k3 is not None and k3.shape != (21, 3):
                     raise AdapterError(f"{path}: frame {frame}: keypoints_3d must be (21, 3) metres, got {k3.shape}")
                 side = _side(inst.get("handedness"), path, frame)
-                dets.append(Detection(frame, score=float(np.clip(sc.mean(), 0, 1)), kp2d=kp, kp2d_conf=np.clip(sc, 0, 1),
+                score = float(np.clip(np.nanmean(sc), 0, 1)) if np.isfinite(sc).any() else 0.0
+                dets.append(Detection(frame, score=score, kp2d=kp, kp2d_conf=np.clip(np.nan_to_num(sc), 0, 1),
                                       layout2d="hand21", kp3d=k3, layout3d=None if k3 is None else "hand21",
                                       kp3d_root_relative=True, side=side, source=self.name))
-        return group_by_frame(dets)
+        return finish(dets, path, video, notes=notes)
 
     def _read_npz(self, path):
+        z = load_npz(path)
+        if "kp2d" not in z and "kp3d" not in z:
+            raise AdapterError(f"{path}: needs kp2d (N, 21, 2) and/or kp3d (N, 21, 3); has {sorted(z)}")
         try:
-            z = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise AdapterError(f"{path}: not a readable .npz without pickled objects ({e})") from None
-        with z:
-            if "kp2d" not in z and "kp3d" not in z:
-                raise AdapterError(f"{path}: needs kp2d (N, 21, 2) and/or kp3d (N, 21, 3); has {sorted(z.files)}")
-            n = len(z["kp2d"] if "kp2d" in z else z["kp3d"])
             k2 = np.asarray(z["kp2d"], float) if "kp2d" in z else None
             k3 = np.asarray(z["kp3d"], float) if "kp3d" in z else None
-            for a, shape, name in ((k2, (n, 21, 2), "kp2d"), (k3, (n, 21, 3), "kp3d")):
-                if a is not None and a.shape != shape:
-                    raise AdapterError(f"{path}: {name} must have shape {shape}, got {a.shape}")
-            frames = np.asarray(z["frame"], int) if "frame" in z else np.arange(n)
-            conf = np.asarray(z["conf"], float) if "conf" in z else np.ones((n, 21))
-            sides = [str(s) for s in z["side"]] if "side" in z else [None] * n
-            tids = np.asarray(z["track_id"], int) if "track_id" in z else None
-        if len(frames) != n or conf.shape != (n, 21) or len(sides) != n:
-            raise AdapterError(f"{path}: frame (N,), conf (N, 21) and side (N,) must match kp2d/kp3d's N = {n}")
+        except (TypeError, ValueError):
+            raise AdapterError(f"{path}: kp2d/kp3d are not numeric arrays") from None
+        n = len(k2) if k2 is not None else len(k3)
+        for a, shape, name in ((k2, (n, 21, 2), "kp2d"), (k3, (n, 21, 3), "kp3d")):
+            if a is not None and a.shape != shape:
+                raise AdapterError(f"{path}: {name} must have shape {shape}, got {a.shape}")
+        frames = frame_indices(z["frame"], path, "frame") if "frame" in z else np.arange(n)
+        conf = np.asarray(z["conf"], float) if "conf" in z else np.ones((n, 21))
+        sides = [str(s) for s in np.asarray(z["side"]).reshape(-1)] if "side" in z else [None] * n
+        tids = frame_indices(z["track_id"], path, "track_id") if "track_id" in z else None
+        if len(frames) != n or conf.shape != (n, 21) or len(sides) != n or (tids is not None and len(tids) != n):
+            raise AdapterError(f"{path}: frame (N,), conf (N, 21), side (N,) and track_id (N,) must match kp2d/kp3d's "
+                               f"N = {n}")
         dets = []
         for i in range(n):
-            bad3 = k3 is not None and not np.isfinite(k3[i]).all()
+            # A NaN frame stays in the track as a NaN (masked) frame: dropping its 3D alone would mix layouts.
             dets.append(Detection(int(frames[i]), kp2d=None if k2 is None else k2[i],
-                                  kp2d_conf=None if k2 is None else np.clip(conf[i], 0, 1),
+                                  kp2d_conf=None if k2 is None else np.clip(np.nan_to_num(conf[i]), 0, 1),
                                   layout2d=None if k2 is None else "hand21",
-                                  kp3d=None if k3 is None or bad3 else k3[i],
-                                  layout3d=None if k3 is None or bad3 else "hand21", kp3d_root_relative=True,
-                                  side=_side(sides[i], path, int(frames[i])),
+                                  kp3d=None if k3 is None else k3[i], layout3d=None if k3 is None else "hand21",
+                                  kp3d_root_relative=True, side=_side(sides[i], path, int(frames[i])),
                                   track_id=None if tids is None else int(tids[i]), source=self.name))
-        return group_by_frame(dets)
+        return dets
 
 
 def _side(v, path, frame):

@@ -46,9 +46,36 @@ def probe(path) -> VideoInfo:
         w, h = s.codec_context.width, s.codec_context.height
         if not w or not h:
             raise VideoError(f"{path}: video stream has no frame size")
-        return VideoInfo(int(w), int(h), fps, int(s.frames or 0))
+        n = int(s.frames or 0)
+        if n == 0 and _is_image_container(c):
+            n = _count_packets(c, s)   # a still image renamed as a video: say it has one frame
+        return VideoInfo(int(w), int(h), fps, n)
     finally:
         c.close()
+
+
+# Demuxers of still images (PNG, JPEG, ...): a "video" read through one of these is a single picture (or an
+# image sequence), whose frame count the container never declares.
+_IMAGE_DEMUXERS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif", "jpegls_pipe")
+
+
+def _is_image_container(c) -> bool:
+    names = set(str(getattr(c.format, "name", "")).split(","))
+    return bool(names & set(_IMAGE_DEMUXERS)) or any(n.endswith("_pipe") for n in names)
+
+
+def _count_packets(c, s, limit: int = 100_000) -> int:
+    """Number of video packets (one per frame for image demuxers), read without decoding; 0 if unknown."""
+    n = 0
+    try:
+        for packet in c.demux(s):
+            if packet.size:
+                n += 1
+                if n >= limit:
+                    return 0
+    except Exception:
+        return 0
+    return n
 
 
 def iter_frames(path, start: int = 0, stop: int | None = None, step: int = 1):

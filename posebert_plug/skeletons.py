@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Skeleton", "get_skeleton", "available_skeletons", "mapping", "register"]
+__all__ = ["Skeleton", "get_skeleton", "available_skeletons", "mapping", "register", "to_coco17", "layout_for_count"]
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,13 @@ _REGISTRY: dict = {}
 def register(skeleton: Skeleton) -> Skeleton:
     """Add a layout to the registry (users can register their own)."""
     for key in (skeleton.name, *skeleton.aliases):
-        _REGISTRY[key] = skeleton
+        _REGISTRY[_key(key)] = skeleton
     return skeleton
+
+
+def _key(name) -> str:
+    """Registry key: lower case, ``-`` and ``_`` ignored (``"H36M-17"`` is ``"h36m17"``)."""
+    return str(name).lower().replace("-", "").replace("_", "")
 
 
 def available_skeletons() -> list:
@@ -106,7 +111,7 @@ def get_skeleton(name) -> Skeleton:
     """Look a layout up by name (case-insensitive, ``-``/``_`` ignored): ``"coco17"``, ``"H36M-17"``."""
     if isinstance(name, Skeleton):
         return name
-    key = str(name).lower().replace("-", "").replace("_", "")
+    key = _key(name)
     if key not in _REGISTRY:
         raise KeyError(f"unknown keypoint layout {name!r}; known layouts: {', '.join(available_skeletons())}")
     return _REGISTRY[key]
@@ -216,3 +221,64 @@ def canonical_frame_joints(layout) -> dict:
     except KeyError:
         raise KeyError(f"layout {s.name!r} lacks hips or shoulders: no canonical frame") from None
     return {"origin": hips, "up": shoulders, "side_pos": [shoulders[0]], "side_neg": [shoulders[1]]}
+
+
+# ---- 2D layouts of other estimators, each mapped to COCO-17 by its joint names ----------------------
+
+# OpenPose BODY_25 (output doc, doc/02_output.md): 8 is the hip centre, 19-24 the feet.
+BODY25 = register(Skeleton(
+    "body25",
+    ("nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow",
+     "left_wrist", "mid_hip", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle",
+     "right_eye", "left_eye", "right_ear", "left_ear", "left_big_toe", "left_small_toe", "left_heel",
+     "right_big_toe", "right_small_toe", "right_heel"),
+    (1, 8, 1, 2, 3, 1, 5, 6, -1, 8, 9, 10, 8, 12, 13, 0, 0, 15, 16, 14, 14, 14, 11, 11, 11),
+    aliases=("openpose", "openpose_body25"),
+))
+
+# Halpe-26 (AlphaPose's halpe_26 models): COCO-17 first, then head top, neck, hip centre and the feet.
+HALPE26 = register(Skeleton(
+    "halpe26",
+    COCO17.joints + ("head_top", "neck", "mid_hip", "left_big_toe", "right_big_toe", "left_small_toe",
+                     "right_small_toe", "left_heel", "right_heel"),
+    (18, 0, 0, 1, 2, 18, 18, 5, 6, 7, 8, 19, 19, 11, 12, 13, 14, 0, 19, -1, 15, 16, 15, 16, 15, 16),
+    aliases=("halpe",),
+))
+
+
+def _wholebody133() -> Skeleton:
+    """COCO-WholeBody-133 (mmpose/rtmlib wholebody models): COCO-17 body, 6 foot points, 68 face
+    points, then the left and the right hand in hand-21 order."""
+    feet = ("left_big_toe", "left_small_toe", "left_heel", "right_big_toe", "right_small_toe", "right_heel")
+    face = tuple(f"face_{i}" for i in range(68))
+    hands = tuple(f"{s}_hand_{j}" for s in ("left", "right") for j in HAND21.joints)
+    parents = list(COCO17.parents) + [15, 15, 15, 16, 16, 16] + [0] * 68
+    for wrist in (COCO17.index("left_wrist"), COCO17.index("right_wrist")):
+        base = len(parents)
+        parents += [wrist if p == -1 else base + p for p in HAND21.parents]
+    return Skeleton("coco_wholebody133", COCO17.joints + feet + face + hands, tuple(parents),
+                    aliases=("wholebody", "wholebody133", "cocowholebody"))
+
+
+WHOLEBODY133 = register(_wholebody133())
+
+
+def to_coco17(layout) -> np.ndarray:
+    """(17,) indices into ``layout`` of the COCO-17 joints, in COCO order (BODY_25, Halpe-26,
+    COCO-WholeBody-133, ... -> COCO-17); raises ValueError when the layout lacks one of them."""
+    src, dst = mapping(layout, "coco17")
+    if len(dst) != COCO17.num_joints:
+        missing = sorted(set(COCO17.joints) - set(get_skeleton(layout).joints))
+        raise ValueError(f"layout {get_skeleton(layout).name!r} lacks COCO-17 joints {missing}")
+    out = np.empty(COCO17.num_joints, np.int64)
+    out[dst] = src
+    return out
+
+
+def layout_for_count(count: int, candidates=("coco17", "halpe26", "coco_wholebody133", "body25")) -> str:
+    """The 2D layout with ``count`` keypoints among ``candidates`` (e.g. 17 -> coco17, 26 -> halpe26)."""
+    for name in candidates:
+        if get_skeleton(name).num_joints == count:
+            return get_skeleton(name).name
+    raise ValueError(f"no known layout has {count} keypoints (known: " +
+                     ", ".join(f"{get_skeleton(n).name} {get_skeleton(n).num_joints}" for n in candidates) + ")")

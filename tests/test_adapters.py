@@ -21,17 +21,19 @@ def _pix(p, f, cx=W / 2, cy=H / 2):
     return np.array([f * p[0] / p[2] + cx, f * p[1] / p[2] + cy])
 
 
-def _adapted_pixel(det, video):
-    return _pix(det.transl, video.focal_px)
+def _adapted_pixel(det, frames):
+    """Where the adapted root projects, with the focal the adapter returned for its translations."""
+    return _pix(det.transl, frames.focal_px)
 
 
 def test_registry():
     names = adapters.available()
-    for n in ("hybrik", "spin", "vibe", "hrnet", "mmpose", "yolo", "4dhumans", "phalp", "mediapipe"):
+    for n in ("hybrik", "spin", "vibe", "hrnet", "mmpose", "yolo", "4dhumans", "phalp", "mediapipe", "alphapose",
+              "openpose", "wham", "gvhmr", "motionbert", "rtmlib"):
         assert n in names
         assert adapters.get(n).describe()
-    with pytest.raises(KeyError, match="unknown estimator 'openpose'"):
-        adapters.get("openpose")
+    with pytest.raises(KeyError, match="unknown estimator 'nonesuch'"):
+        adapters.get("nonesuch")
 
 
 def _hybrik_file(path, frames=(5, 6, 8)):
@@ -47,7 +49,8 @@ def _hybrik_file(path, frames=(5, 6, 8)):
          "pred_xyz_17": np.zeros((N, 17, 3)), "pred_uvd": rng.uniform(-0.5, 0.5, (N, 29, 3)),
          "pred_scores": rng.uniform(0.5, 1, (N, 29, 1)), "transl": transl, "pred_cam_root": transl,
          "bbox": bbox, "height": np.full(N, H), "width": np.full(N, W),
-         "img_path": np.array([f"out/raw_images/image-{f:05d}.jpg" for f in frames])}
+         # scripts/demo_video.py extracts frames with ffmpeg "-%06d.png" (counts from 1): frame f is file f + 1.
+         "img_path": np.array([f"out/raw_images/image-{f + 1:06d}.png" for f in frames])}
     with open(path, "wb") as f:
         pickle.dump(d, f)
     return d
@@ -58,13 +61,14 @@ def test_hybrik_adapter(tmp_path):
     v = VideoInfo(W, H, 30)
     frames = adapters.get("hybrik")().read(tmp_path / "res.pk", v)
     assert [f.frame for f in frames] == [5, 6, 8]   # frame 7 stays missing, not shifted
+    assert v.focal_px is None                       # the caller's VideoInfo is not written into
     for k, fd in enumerate(frames):
         det = fd.detections[0]
         assert np.allclose(det.rotmats, d["pred_thetas"][k].reshape(24, 3, 3), atol=1e-6)
         bw = d["bbox"][k, 2] - d["bbox"][k, 0]
         f_hybrik = 1000 * bw / 256
         # The root, projected by HybrIK's own camera, lands on the same pixel after adaptation.
-        assert np.allclose(_adapted_pixel(det, v), _pix(d["transl"][k], f_hybrik), atol=1e-3)
+        assert np.allclose(_adapted_pixel(det, frames), _pix(d["transl"][k], f_hybrik), atol=1e-3)
         # 2D keypoints: u * bw + box centre.
         cx = (d["bbox"][k, 0] + d["bbox"][k, 2]) / 2
         assert np.allclose(det.kp2d[3, 0], d["pred_uvd"][k, 3, 0] * bw + cx, atol=1e-3)
@@ -87,7 +91,7 @@ def test_spin_adapter(tmp_path):
         crop_px = np.array([5000 * tx / z + 112, 5000 * ty / z + 112])
         size = bbox[k, 2] - bbox[k, 0]
         expected = bbox[k, :2] + crop_px * size / 224
-        assert np.allclose(_adapted_pixel(fd.detections[0], v), expected, atol=1e-3)
+        assert np.allclose(_adapted_pixel(fd.detections[0], frames), expected, atol=1e-3)
 
 
 def test_vibe_adapter_multi_person_with_gaps(tmp_path):
@@ -114,7 +118,7 @@ def test_vibe_adapter_multi_person_with_gaps(tmp_path):
     size = max(bw, bh)
     z = 2 * 5000 / (224 * s)
     expected = np.array([cx - size / 2, cy - size / 2]) + np.array([5000 * tx / z + 112, 5000 * ty / z + 112]) * size / 224
-    assert np.allclose(_adapted_pixel(d, v), expected, atol=1e-3)
+    assert np.allclose(_adapted_pixel(d, frames), expected, atol=1e-3)
     R = roma.rotvec_to_rotmat(torch.as_tensor(tr["pose"][3].reshape(24, 3))).numpy()
     assert np.allclose(d.rotmats, R, atol=1e-5)
 
@@ -135,7 +139,7 @@ def test_phalp_adapter_drops_stale_tracks(tmp_path):
     assert [len(f.detections) for f in frames] == [2, 1, 2]   # track 2's stale entry at t=1 is dropped
     f_phalp = 5000 * max(W, H) / 256
     det = frames[0].detections[0]
-    assert np.allclose(_adapted_pixel(det, v), _pix(np.array([0.1, 0.2, 8.0]), f_phalp), atol=1e-3)
+    assert np.allclose(_adapted_pixel(det, frames), _pix(np.array([0.1, 0.2, 8.0]), f_phalp), atol=1e-3)
 
 
 def test_mmpose_adapters(tmp_path):
