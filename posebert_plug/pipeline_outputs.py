@@ -86,9 +86,51 @@ class ModelsByTrack:
         return self.hands[side]
 
 
+# ---- plausibility of what is about to be written ------------------------------------------------
+# Farther than this a person is a few pixels tall (a hand: invisible): not what the camera saw.
+MAX_DEPTH_M = 100.0
+MIN_DEPTH_M = 0.05       # in front of the lens
+OFF_IMAGE = 1.5          # the root more than one image size beyond the border (times W or H from the centre)
+
+
+def implausible_frames(r, video) -> np.ndarray:
+    """(N,) bool: frames whose root translation the camera cannot have seen (behind it, farther than
+    MAX_DEPTH_M, projected far outside the image, or not finite), e.g. from an upside-down input
+    or an estimator whose camera/units were misread."""
+    t = np.asarray(r.transl, np.float64)
+    finite = np.isfinite(t).all(1)
+    z = np.where(finite, t[:, 2], np.nan)
+    uv = _project(np.nan_to_num(t), video)
+    off = (np.abs(uv[:, 0] - video.width / 2) > OFF_IMAGE * video.width) | \
+        (np.abs(uv[:, 1] - video.height / 2) > OFF_IMAGE * video.height)
+    with np.errstate(invalid="ignore"):
+        return ~finite | ~(z >= MIN_DEPTH_M) | (z > MAX_DEPTH_M) | off
+
+
+def check_plausibility(p, refined, video) -> dict:
+    """Warn about implausible translations and replace NaN body shapes by the default (zeros);
+    returns {track_id: (N,) bool} of the frames not to draw."""
+    hidden = {}
+    for r in refined:
+        what = "hand" if getattr(r, "side", None) else "person"
+        bad = implausible_frames(r, video)
+        if bad.any():
+            x, y, z = r.transl[np.flatnonzero(bad)[0]]
+            p._warn(f"track {r.track_id}: {int(bad.sum())} of {len(r)} frames put the {what} where the camera cannot "
+                    f"see it, e.g. ({x:.0f}, {y:.0f}, {z:.0f}) m (behind it, more than {MAX_DEPTH_M:.0f} m away or far "
+                    "outside the image; an upside-down or mis-scaled input?); those frames are written but not drawn")
+            hidden[r.track_id] = bad
+        if r.betas is not None and not np.isfinite(r.betas).all():
+            p._warn(f"track {r.track_id}: the estimator's body shape (betas) is not finite; "
+                    "the default shape (zeros) is written instead")
+            r.betas = np.zeros(np.shape(r.betas), np.float32)
+    return hidden
+
+
 def write_outputs(p, stage, video_path, video, frames, tracks, refined, base) -> dict:
     from .body_model import load_body_model
     body = load_body_model("smpl" if p.smpl_dir else "default", model_dir=p.smpl_dir)
+    hidden = check_plausibility(p, refined, video)
     timings = p.timings
     t = time.time()
     save_tracks(os.path.join(stage, "results.npz"), refined, video)
@@ -100,7 +142,7 @@ def write_outputs(p, stage, video_path, video, frames, tracks, refined, base) ->
         timings["bvh"] = time.time() - t
     if p.render:
         t = time.time()
-        render_videos(p, stage, video_path, video, tracks, refined, base, body)
+        render_videos(p, stage, video_path, video, tracks, refined, base, body, hidden)
         timings["render"] = time.time() - t
     if p.plots:
         t = time.time()
@@ -126,7 +168,9 @@ def write_bvh_tracks(folder, refined, body, fps, mano_dir=None):
                   rest, R, root, fps=fps)
 
 
-def render_videos(p, stage, video_path, video, tracks, refined, base, body):
+def render_videos(p, stage, video_path, video, tracks, refined, base, body, hidden=None):
+    """overlay.mp4 and side_by_side.mp4; ``hidden``: {track_id: (N,) bool} frames not drawn
+    (implausible placements: a mesh 1.6 km away or behind the camera is noise, or a crash)."""
     from adapters.video import VideoWriter, iter_frames
     from render import get_renderer, track_colour
     from tqdm import tqdm
@@ -134,9 +178,12 @@ def render_videos(p, stage, video_path, video, tracks, refined, base, body):
     model_for = ModelsByTrack(body, p.mano_dir)
     f_px = _focal_px(video)
     by_frame = {}
+    hidden = hidden or {}
     for r in refined:
+        skip = hidden.get(r.track_id)
         for i, f in enumerate(r.frames):
-            by_frame.setdefault(int(f), []).append((r, i))
+            if skip is None or not skip[i]:
+                by_frame.setdefault(int(f), []).append((r, i))
     tr_by_id = {t.track_id: t for t in tracks}
     W, H = video.width, video.height
     hw, hh = (W // 2) - (W // 2) % 2, (H // 2) - (H // 2) % 2
