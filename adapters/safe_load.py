@@ -93,9 +93,10 @@ def _codecs_encode(text, encoding="utf-8", errors="strict"):
 
 
 def _dtype(spec, align=False, copy=False):
-    if not isinstance(spec, str) or len(spec) > 64 or not isinstance(align, bool) or not isinstance(copy, bool):
+    # Python 2's numpy wrote align/copy as the ints 0/1.
+    if not isinstance(spec, str) or len(spec) > 64 or not isinstance(align, int) or not isinstance(copy, int):
         raise _Refused(f"numpy.dtype({spec!r:.80})")
-    return np.dtype(spec, align, copy)
+    return np.dtype(spec, bool(align), bool(copy))
 
 
 def _reconstruct(subtype, shape, dtype):

@@ -229,6 +229,16 @@ def test_estimator_unpickler_refuses_calls_that_compute(tmp_path, name):
         assert str(p) in str(e.value)
 
 
+def test_estimator_unpickler_reads_python2_numpy_pickles(tmp_path):
+    """Python 2's numpy wrote dtype('f8', 0, 1) with ints and the data as a str (latin-1)."""
+    a = np.arange(4.0)
+    raw = pickle.dumps(a, protocol=2).replace(b"\x89\x88\x87", b"K\x00K\x01\x87")
+    raw = raw.replace(b"numpy._core", b"numpy.core")
+    assert b"K\x00K\x01" in raw
+    (tmp_path / "py2.pk").write_bytes(raw)
+    assert np.array_equal(safe_pickle_load(tmp_path / "py2.pk"), a)
+
+
 def test_estimator_unpickler_refuses_a_joblib_array_larger_than_its_file(tmp_path):
     p = tmp_path / "vibe_output.pkl"
     joblib.dump({1: {"pose": np.zeros((4, 72))}}, p)
