@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from posebert_plug.types import Detection, FrameDetections
-from .base import Adapter, AdapterError, Notes, finish, frame_indices, load_json, one_frame_index, register
+from .base import Adapter, AdapterError, Notes, finish, frame_indices, load_json, load_npz, one_frame_index, register
 
 
 @register

@@ -103,7 +103,7 @@ def test_errors_are_one_line_with_exit_codes(tmp_path, grey_video):
     bad.write_bytes(np.random.default_rng(0).bytes(3000))
     r = _cli(bad, "--estimator", "hybrik", "--out", tmp_path / "o1")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "not a readable video" in r.stderr
-    r = _cli(grey_video, "--estimator", "openpose", "--out", tmp_path / "o2")
+    r = _cli(grey_video, "--estimator", "nonesuch", "--out", tmp_path / "o2")
     assert r.returncode == 2 and "unknown estimator" in r.stderr
     (tmp_path / "afile").write_text("x")
     _hybrik_res(tmp_path / "res.pk")
