@@ -285,7 +285,8 @@ def _fill_uncovered(R, param, covered):
 def refine_tracks(detections, model="auto", device="auto", window: int | None = None, stride: int | None = None,
                   policy: ConfidencePolicy | None = None, video: VideoInfo | None = None,
                   batch_size: int = 256, extra_frames: int = 0, model_fps: float = 30.0,
-                  align_2d: bool = True, keep_observed: bool = False, progress: bool = False) -> list:
+                  align_2d: bool = True, keep_observed: bool = False, trust_input: bool = True,
+                  progress: bool = False) -> list:
     """Refine tracks with PoseBERT.
 
     detections: Tracks, or FrameDetections/Detections (grouped by ``track_id`` when
@@ -305,6 +306,10 @@ def refine_tracks(detections, model="auto", device="auto", window: int | None = 
     keep_observed: SMPL inputs only, for exact inputs (mocap, key poses): observed frames are
         returned as given, and every other frame is PoseBERT's output re-anchored onto them
         (see :func:`anchor_to_observed`); with noisy inputs this keeps the noise, so it is off by default.
+    trust_input: SMPL inputs: blend each observed rotation with PoseBERT's by how much the input can
+        be trusted, estimated from the track itself (:mod:`posebert_plug.trust`: clean input comes back
+        nearly as given, noisy input is left to PoseBERT, outlier frames are replaced); ``False``
+        returns PoseBERT's output alone.
     progress: show a progress bar (window-frames per second) over the model batches.
     Returns one :class:`RefinedTrack` per input track (empty list for no tracks).
     An all-missing track raises ValueError naming it.
@@ -361,6 +366,8 @@ def refine_tracks(detections, model="auto", device="auto", window: int | None = 
             transl = to_real_camera(param, fn)
             if keep_observed:
                 R, transl = _keep_observed(t, R, transl, obs)
+            elif trust_input and t.rotmats is not None and get_preset(preset).kind == "smpl":
+                R = _trust_input(t, R, obs)
             if align_2d and get_preset(preset).kind == "kp2d" and not extra_frames:
                 transl = align_translation_2d(R, transl, t, obs.numpy(), ref.body, fn, get_preset(preset).layout)
             if t.side == "left":
@@ -373,6 +380,17 @@ def refine_tracks(detections, model="auto", device="auto", window: int | None = 
                                           obs.numpy().astype(bool), np.asarray(betas, np.float32), preset, t.video,
                                           side=t.side)
     return [results[id(t)] for t in tracks]
+
+
+def _trust_input(track: Track, R, obs):
+    """Blend observed SMPL inputs into the output by their estimated trust (``trust.blend_with_input``)."""
+    from .trust import blend_with_input
+    n = len(track)
+    R_in = torch.eye(3, dtype=R.dtype).expand_as(R).clone()
+    R_in[:n] = torch.as_tensor(np.nan_to_num(track.rotmats), dtype=R.dtype)
+    o = obs.clone()
+    o[n:] = False                                     # predicted frames beyond the track
+    return blend_with_input(R, R_in, o)
 
 
 def _keep_observed(track: Track, R, transl, obs):

@@ -187,3 +187,53 @@ def test_cmu_bvh_archives_load_with_their_maps(tmp_path):
         assert speed[:5].max() < 12, f                                       # no jump out of a T-pose frame
         arm = np.linalg.norm(j[0, 20] - j[0, 16]) / np.linalg.norm(j[0, 21] - j[0, 17])
         assert 0.9 < arm < 1.1
+
+
+def _smooth_track(N=60, J=24, seed=0):
+    from posebert_plug.rotations import rotvec_to_rotmat
+    g = torch.Generator().manual_seed(seed)
+    amp, ph = torch.rand(J, 3, generator=g) * 0.6, torch.rand(J, 3, generator=g) * 6
+    t = torch.arange(N, dtype=torch.float32)[:, None, None] / 30
+    return rotvec_to_rotmat(amp * torch.sin(2 * np.pi * 0.7 * t + ph))
+
+
+def test_trust_leaves_clean_input_alone_and_hands_noisy_input_to_the_model():
+    from posebert_plug.rotations import geodesic_distance, rotvec_to_rotmat
+    from posebert_plug.trust import blend_with_input, input_noise
+    R = _smooth_track()
+    obs = torch.ones(len(R), dtype=torch.bool)
+    g = torch.Generator().manual_seed(1)
+    model_out = R @ rotvec_to_rotmat(torch.randn(R.shape[:-2] + (3,), generator=g) * 0.03)   # a model 0.03 rad off
+    assert input_noise(R, obs).max() < 0.01
+    clean = blend_with_input(model_out, R, obs)
+    assert geodesic_distance(clean, R).mean() < 0.2 * geodesic_distance(model_out, R).mean()
+    noisy = R @ rotvec_to_rotmat(torch.randn(R.shape[:-2] + (3,), generator=g) * 0.15)
+    est = input_noise(noisy, obs)
+    assert 0.1 < float(est.median()) < 0.2
+    out = blend_with_input(model_out, noisy, obs)
+    assert geodesic_distance(out, R).mean() < 0.5 * geodesic_distance(noisy, R).mean()
+
+
+def test_trust_replaces_an_outlier_frame_of_clean_input():
+    from posebert_plug.rotations import geodesic_distance, rotvec_to_rotmat
+    from posebert_plug.trust import blend_with_input
+    R = _smooth_track()
+    bad = R.clone()
+    bad[30] = rotvec_to_rotmat(torch.full((24, 3), 1.0))       # one wrong pose
+    obs = torch.ones(len(R), dtype=torch.bool)
+    out = blend_with_input(R, bad, obs)                       # a model that got the pose right
+    assert geodesic_distance(out[30], R[30]).max() < 1e-3
+    assert geodesic_distance(out[:29], bad[:29]).max() < 1e-3
+
+
+def test_refine_tracks_returns_clean_smpl_input_nearly_as_given():
+    from posebert_plug.refine import refine_tracks
+    from posebert_plug.rotations import geodesic_distance
+    from posebert_plug.types import Detection, Track, VideoInfo
+    R = _smooth_track(N=48)
+    video = VideoInfo(1024, 1024, 30.0)
+    dets = [Detection(t, rotmats=R[t].numpy(), transl=np.array([0.0, 0.2, 5.0], np.float32)) for t in range(48)]
+    track = Track.from_detections(0, dets, video)
+    trusted = torch.as_tensor(refine_tracks([track], model="smpl")[0].rotmats)
+    raw = torch.as_tensor(refine_tracks([track], model="smpl", trust_input=False)[0].rotmats)
+    assert geodesic_distance(trusted, R).mean() < 0.5 * geodesic_distance(raw, R).mean()
