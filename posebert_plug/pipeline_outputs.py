@@ -372,10 +372,16 @@ def _alive(pid: int) -> bool:
 
 
 def write_json(path, data):
-    """Write JSON through a ``.part`` file (never a half-written file under the real name)."""
-    with open(path + ".part", "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(path + ".part", path)
+    """Write JSON through a ``.part`` file (never a half-written file under the real name, and
+    no ``.part`` left when the disk is full)."""
+    try:
+        with open(path + ".part", "w") as f:
+            json.dump(data, f, indent=1)
+        os.replace(path + ".part", path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(path + ".part")
+        raise
 
 
 def _files_under(folder) -> list:
@@ -413,6 +419,27 @@ def publish(stage, out_dir) -> list:
     not write, record the new set in the manifest, and remove the staging folder."""
     new = _files_under(stage)
     old = _previous_outputs(out_dir)
+    with _signals_held():   # a signal now would leave half of the new set beside half of the old
+        _move_and_prune(stage, out_dir, new, old)
+    shutil.rmtree(stage, ignore_errors=True)
+    return new
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Hold SIGTERM/SIGINT/SIGHUP (delivered right after) while the output set is swapped."""
+    held = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def _move_and_prune(stage, out_dir, new, old):
     for rel in new:
         dst = os.path.join(out_dir, rel)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
@@ -420,8 +447,6 @@ def publish(stage, out_dir) -> list:
     for rel in sorted(set(old) - set(new)):
         _remove_stale(out_dir, rel)
     write_json(os.path.join(out_dir, MANIFEST), {"files": new})
-    shutil.rmtree(stage, ignore_errors=True)
-    return new
 
 
 def _remove_stale(out_dir, rel):

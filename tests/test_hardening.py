@@ -339,6 +339,27 @@ def test_signals_remove_the_staging_folder(tmp_path, grey_video, sig, stage):
     assert os.listdir(out) == []
 
 
+def test_a_signal_while_publishing_waits_until_the_output_set_is_whole(tmp_path, grey_video, monkeypatch):
+    from posebert_plug import pipeline_outputs
+    res, out = _hybrik_res(tmp_path / "res.pk"), tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")              # an earlier run's folder with videos
+    (out / "overlay.mp4").write_text("old")
+    remove = pipeline_outputs._remove_stale
+
+    def interrupted(*a):
+        os.kill(os.getpid(), signal.SIGTERM)              # arrives between moving and pruning
+        remove(*a)
+    monkeypatch.setattr(pipeline_outputs, "_remove_stale", interrupted)
+    with pytest.raises(SystemExit) as e:
+        _fast(res).run(grey_video, out)
+    assert e.value.code == 128 + signal.SIGTERM           # the signal still ends the run ...
+    assert not (out / "overlay.mp4").exists()              # ... once the new set replaced the old one
+    assert json.loads((out / ".posebert-manifest.json").read_text())["files"] == \
+        ["results.json", "results.npz", "summary.json"]
+    assert not _leftovers(out) and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
 def test_staging_folders_of_dead_runs_are_removed(tmp_path, grey_video):
     out = tmp_path / "out"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
