@@ -243,19 +243,26 @@ def finish(dets, path, video, focal_px=None, notes=None) -> AdapterOutput:
     if dup:
         notes(f"{path}: {len(dup)} detections repeat a track's frame (frames {sorted(set(dup))[:5]}); the first of "
               "each is kept")
-    far = sum(_far_outside(d, video) for d in kept)
+    far = sum(_far_outside(d, video, focal_px) for d in kept)
     if kept and far > max(1, len(kept) // 10):
         notes(f"{path}: {far} of {len(kept)} detections lie well outside the {video.width}x{video.height} frame: "
               "another video, or keypoints at another resolution?")
     return AdapterOutput(group_by_frame(kept), focal_px=focal_px, warnings=notes.messages)
 
 
-def _far_outside(det, video) -> bool:
-    """True when a detection's box centre lies more than half a frame outside the image."""
-    if det.box is None or not video.width or not video.height:
-        return False
-    cx, cy = (det.box[0] + det.box[2]) / 2, (det.box[1] + det.box[3]) / 2
+def _far_outside(det, video, focal_px=None) -> bool:
+    """True when a detection's box centre (or, without a box, its projected root) lies more than half a
+    frame outside the image."""
     W, H = video.width, video.height
+    if not W or not H:
+        return False
+    if det.box is not None:
+        cx, cy = (det.box[0] + det.box[2]) / 2, (det.box[1] + det.box[3]) / 2
+    elif det.transl is not None and focal_px and det.transl[2] > 0:
+        cx = focal_px * det.transl[0] / det.transl[2] + W / 2
+        cy = focal_px * det.transl[1] / det.transl[2] + H / 2
+    else:
+        return False
     return bool(cx < -W / 2 or cx > 1.5 * W or cy < -H / 2 or cy > 1.5 * H)
 
 

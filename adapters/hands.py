@@ -74,7 +74,7 @@ class HandFileAdapter(Adapter):
             raise AdapterError(f"{path}: no such file")
         notes = Notes()
         if str(path).endswith(".npz"):
-            return finish(self._read_npz(path), path, video, notes=notes)
+            return finish(self._read_npz(path, notes), path, video, notes=notes)
         data = load_json(path)
         if not isinstance(data, list):
             raise AdapterError(f"{path}: expected a list of frames [{{frame_id, instances}}]")
@@ -106,9 +106,15 @@ class HandFileAdapter(Adapter):
                 dets.append(Detection(frame, score=score, kp2d=kp, kp2d_conf=np.clip(np.nan_to_num(sc), 0, 1),
                                       layout2d="hand21", kp3d=k3, layout3d=None if k3 is None else "hand21",
                                       kp3d_root_relative=True, side=side, source=self.name))
+        if dets and all(d.kp3d is None for d in dets):
+            k3 = flat_hand_3d(np.stack([np.where(d.kp2d_conf[:, None] > 0, d.kp2d, np.nan) for d in dets]))
+            for d, k in zip(dets, k3):
+                d.kp3d, d.layout3d = k.astype(np.float32), "hand21"
+            notes(f"{path}: 2D keypoints only: the 3D hand is approximated as the 2D hand, flat and facing the camera "
+                  f"({HAND_SIZE_M * 100:.0f} cm wrist to middle knuckle), so finger depth is not recovered")
         return finish(dets, path, video, notes=notes)
 
-    def _read_npz(self, path):
+    def _read_npz(self, path, notes):
         z = load_npz(path)
         if "kp2d" not in z and "kp3d" not in z:
             raise AdapterError(f"{path}: needs kp2d (N, 21, 2) and/or kp3d (N, 21, 3); has {sorted(z)}")
@@ -128,6 +134,10 @@ class HandFileAdapter(Adapter):
         if len(frames) != n or conf.shape != (n, 21) or len(sides) != n or (tids is not None and len(tids) != n):
             raise AdapterError(f"{path}: frame (N,), conf (N, 21), side (N,) and track_id (N,) must match kp2d/kp3d's "
                                f"N = {n}")
+        if k3 is None:
+            k3 = flat_hand_3d(k2)
+            notes(f"{path}: 2D keypoints only: the 3D hand is approximated as the 2D hand, flat and facing the camera "
+                  f"({HAND_SIZE_M * 100:.0f} cm wrist to middle knuckle), so finger depth is not recovered")
         dets = []
         for i in range(n):
             # A NaN frame stays in the track as a NaN (masked) frame: dropping its 3D alone would mix layouts.
@@ -138,6 +148,21 @@ class HandFileAdapter(Adapter):
                                   kp3d_root_relative=True, side=_side(sides[i], path, int(frames[i])),
                                   track_id=None if tids is None else int(tids[i]), source=self.name))
         return dets
+
+
+HAND_SIZE_M = 0.09   # wrist to middle-finger knuckle of an adult hand
+
+
+def flat_hand_3d(kp2d):
+    """2D hands (N, 21, 2) px -> root-relative 3D (N, 21, 3) m: the 2D shape at zero depth, scaled so the
+    median wrist-to-middle-knuckle length is HAND_SIZE_M. Only for files without 3D (the kp3d-hand21 preset
+    needs 3D); NaN where the 2D is NaN."""
+    k = np.asarray(kp2d, float)
+    rel = k - k[:, :1]
+    size = np.linalg.norm(rel[:, 9], axis=-1)
+    size = size[np.isfinite(size) & (size > 0)]
+    s = HAND_SIZE_M / float(np.median(size)) if size.size else 0.0
+    return np.concatenate([rel * s, np.zeros(rel.shape[:2] + (1,))], -1)
 
 
 def _side(v, path, frame):

@@ -465,8 +465,15 @@ def test_hand21_2d_only_and_nan_frame(tmp_path):
     rng = np.random.default_rng(11)
     k2 = rng.uniform(100, 300, (6, 21, 2))
     np.savez(tmp_path / "h2d.npz", frame=np.arange(6), kp2d=k2, side=np.array(["right"] * 6))
-    out = _read("hand21", tmp_path / "h2d.npz")
-    assert len(out) == 6 and out[0].detections[0].kp3d is None
+    with pytest.warns(AdapterWarning, match="2D keypoints only"):
+        out = _read("hand21", tmp_path / "h2d.npz")
+    k3 = out[0].detections[0].kp3d          # a flat, camera-facing hand, so the kp3d-hand21 preset can run
+    assert len(out) == 6 and np.allclose(k3[:, 2], 0) and np.allclose(k3[0], 0)
+    assert np.linalg.norm(k3[9]) == pytest.approx(0.09, rel=0.5)
+    rows = [{"frame_id": i, "instances": [{"keypoints": k2[i].tolist(), "handedness": "right"}]} for i in range(6)]
+    json.dump(rows, open(tmp_path / "h2d.json", "w"))
+    with pytest.warns(AdapterWarning, match="2D keypoints only"):
+        assert _dets(_read("hand21", tmp_path / "h2d.json"))[0].layout3d == "hand21"
     k3 = rng.normal(0, 0.05, (6, 21, 3))
     k3[3] = np.nan
     np.savez(tmp_path / "hnan.npz", frame=np.arange(6), kp2d=k2, kp3d=k3, side=np.array(["left"] * 6))
