@@ -133,7 +133,8 @@ def alphapose_json(path, K=26, frames=(0, 1, 3)):
         for idx, x0 in ((1, 200.0), (2, 800.0)):
             kp = np.column_stack([x0 + rng.uniform(0, 150, K), rng.uniform(200, 600, K), rng.uniform(0.5, 1.0, K)])
             rows.append({"image_id": f"{fr}.jpg", "category_id": 1, "keypoints": kp.ravel().tolist(),
-                         "score": float(rng.uniform(2.0, 3.2)), "box": [x0, 200.0, 150.0, 400.0], "idx": idx})
+                         "score": float(rng.uniform(2.0, 3.2)), "box": [x0, 200.0, 150.0, 400.0],
+                         "idx": [float(idx)]})   # as in MotionBERT's example/1/alphapose-results.json: [0.0]
     json.dump(rows, open(path, "w"))
     return rows
 
