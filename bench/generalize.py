@@ -15,6 +15,8 @@ Sections (smpl preset unless said; MPJPE in mm on SMPL-24 joints, root-relative,
   rig shift = realistic on the same motion retargeted with 25-degree rest offsets at the rig joints.
 - sweep: 0..90% of frames dropped (iid, 0.1 rad): MPJPE gain over the nearest-fill input.
 - predict: 15 observed frames (clean, 0.05 rad), MPJPE at h = 5, 10, 15, 30 vs no-velocity.
+- kp3d: kp3d-h36m17 from clean keypoints and from 3 cm noise + +-10% depth-scale jitter: the
+  refined keypoints and the fitted body's keypoints vs SG on the input.
 """
 from __future__ import annotations
 
@@ -180,6 +182,47 @@ def section_predict(cache, args):
         print(f"| **all** | {noise} | " + " | ".join(cells) + " |")
 
 
+def kp3d_tracks(kp, video, root_relative=False):
+    from posebert_plug.types import Detection, Track
+    return [Track.from_detections(i, [Detection(t, kp3d=kp[i, t].numpy(), layout3d="h36m17", score=0.9,
+                                                kp3d_root_relative=root_relative)
+                                      for t in range(kp.shape[1])], video) for i in range(len(kp))]
+
+
+def section_kp3d(cache, args):
+    """kp3d-h36m17: refined keypoints vs their input (clean), and vs SG under 3 cm noise + depth-scale jitter."""
+    print("\n### kp3d-h36m17: refined keypoints (`RefinedTrack.keypoints`) and the fitted body "
+          f"({args.n} windows x {args.T} frames per family; mm, root-relative keypoint error vs ground truth)\n")
+    print("| family | input | input error | SG (31, 2) | refined keypoints | body joints (h36m17 of the fitted body) |")
+    print("|---|---|---|---|---|---|")
+    body = RB.BODY
+    for fam in FAMILIES:
+        seq = family_sequences(cache, fam, args.n, args.T, args.seed)
+        if seq is None:
+            continue
+        R, tr = seq
+        kp = body.pose_keypoints(R, tr, "h36m17")
+        g = torch.Generator().manual_seed(args.seed + 5)
+        root = kp[:, :, :1]
+        scale = 1 + (torch.rand(len(R), 1, 1, 1, generator=g) * 2 - 1) * 0.1
+        noisy = kp + torch.randn(kp.shape, generator=g) * 0.03
+        noisy = torch.cat([noisy[..., :2], root[..., 2:] + (noisy[..., 2:] - root[..., 2:]) * scale], -1)
+        for name, inp in (("clean", kp), ("3 cm + depth scale +-10%", noisy)):
+            out = refine_tracks(kp3d_tracks(inp, RB.VIDEO), model=KP3D_MODEL)
+            ref = torch.as_tensor(np.stack([o.keypoints for o in out]))
+            bj = body.pose_keypoints(torch.as_tensor(np.stack([o.rotmats for o in out])), None, "h36m17")
+            obs = torch.ones(inp.shape[:2], dtype=torch.bool)
+            sg = torch.as_tensor(np.stack([B.savgol(inp[i].double().numpy(), obs[i].numpy()) for i in range(len(R))]))
+
+            def err(p):
+                p, q = p - p[:, :, :1], kp - kp[:, :, :1]
+                return float((p.float() - q).norm(dim=-1).mean() * 1000)
+            print(f"| {fam} | {name} | {err(inp):.1f} | {err(sg):.1f} | {err(ref):.1f} | {err(bj):.1f} |")
+
+
+KP3D_MODEL = "kp3d-h36m17"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", default="cache")
@@ -189,6 +232,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smpl-checkpoint", nargs="*", default=[],
                     help="also evaluate these smpl checkpoints (columns named by their folder)")
+    ap.add_argument("--kp3d-checkpoint", help="evaluate this kp3d-h36m17 checkpoint instead of the shipped one")
     ap.add_argument("--no-shipped", action="store_true", help="leave the shipped smpl weights out")
     args = ap.parse_args()
     from posebert_plug.presets import load_model
@@ -196,6 +240,9 @@ def main():
         MODELS.clear()
     for c in args.smpl_checkpoint:
         MODELS[os.path.basename(os.path.dirname(os.path.abspath(c))) or c] = load_model("smpl", checkpoint=c)
+    if args.kp3d_checkpoint:
+        global KP3D_MODEL
+        KP3D_MODEL = load_model("kp3d-h36m17", checkpoint=args.kp3d_checkpoint)
     cache = MotionCache(os.path.join(args.cache, "val.npz"))
     if (cache.clip_family == "unknown").all():
         sys.exit("this cache has no motion families: rebuild it with posebert-data build")

@@ -376,10 +376,30 @@ def refine_tracks(detections, model="auto", device="auto", window: int | None = 
             n = len(x)
             frames = np.arange(t.frames[0], t.frames[0] + n)
             betas = t.betas if t.betas is not None else np.zeros(10, np.float32)
+            kp = _refined_keypoints(t, R, transl, obs, ref.body_for(preset, t.side)) \
+                if get_preset(preset).kind == "kp3d" else None
             results[id(t)] = RefinedTrack(t.track_id, frames, R.numpy(), transl.numpy(), joints.numpy(),
                                           obs.numpy().astype(bool), np.asarray(betas, np.float32), preset, t.video,
-                                          side=t.side)
+                                          side=t.side, keypoints=kp, keypoint_layout=t.layout3d if kp is not None
+                                          else None)
     return [results[id(t)] for t in tracks]
+
+
+def _refined_keypoints(track: Track, R, transl, obs, body):
+    """The input's 3D keypoints refined (``trust.refine_keypoints``), in the input's frame: (N, K, 3)."""
+    from .skeletons import canonical_frame_joints
+    from .trust import refine_keypoints
+    n, N = len(track), len(R)
+    kp_body = body.pose_keypoints(R, transl, track.layout3d)
+    kp_in = torch.zeros_like(kp_body)
+    kp_in[:n] = torch.as_tensor(np.nan_to_num(track.kp3d), dtype=kp_body.dtype)
+    o = obs.clone()
+    o[n:] = False
+    if track.kp3d_root_relative:   # compare shapes only: the body's root sits where its translation puts it
+        origin = canonical_frame_joints(track.layout3d)["origin"]
+        kp_body = kp_body - kp_body[:, origin].mean(1, keepdim=True)
+        kp_in = kp_in - kp_in[:, origin].mean(1, keepdim=True)
+    return refine_keypoints(kp_in, kp_body, o).numpy().astype(np.float32)
 
 
 def _trust_input(track: Track, R, obs):

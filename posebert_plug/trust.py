@@ -80,3 +80,68 @@ def blend_with_input(R_out: torch.Tensor, R_in: torch.Tensor, observed: torch.Te
         return R_out
     blended = slerp_rotmat(R_out, R_in, w)
     return anchor_to_observed(R_out, blended, observed)
+
+
+def keypoint_noise(kp: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """Per-keypoint noise of observed 3D keypoints: kp (N, K, 3) metres -> (K,) per-axis std (metres;
+    NaN where fewer than 5 consecutive observed frames exist). Same estimator as :func:`input_noise`."""
+    N, K = kp.shape[:2]
+    run = torch.stack([observed[i:N - 4 + i] for i in range(5)]).all(0) if N >= 5 else torch.zeros(0, dtype=torch.bool)
+    if not run.any():
+        return torch.full((K,), float("nan"))
+    w = torch.tensor([-3.0, 12.0, 17.0, 12.0, -3.0], dtype=kp.dtype) / 35
+    idx = torch.nonzero(run)[:, 0]
+    fit = sum(w[i] * kp[idx + i] for i in range(5))
+    return (fit - kp[idx + 2]).norm(dim=-1).median(0).values / (_MAXWELL_MEDIAN * _RESIDUAL_STD)
+
+
+def _sg_center_weight(window: int) -> float:
+    """Weight of the centre sample in a quadratic Savitzky-Golay fit over ``window`` (odd) frames."""
+    m = window // 2
+    return 3 * (3 * m * m + 3 * m - 1) / ((2 * m + 3) * (2 * m + 1) * (2 * m - 1))
+
+
+def refine_keypoints(kp_in: torch.Tensor, kp_body: torch.Tensor, observed: torch.Tensor,
+                     windows=(9, 15, 31, 61), outlier_k: float = 3.0, sigma_floor: float = 1e-4) -> torch.Tensor:
+    """Refined keypoints that follow the input: (N, K, 3) metres, the input's own layout and frame.
+
+    kp_in: the estimator's 3D keypoints (N, K, 3), read where ``observed``; kp_body: the same keypoints
+    of the body PoseBERT fitted (N, K, 3), same frame. Candidates per keypoint: the body plus the
+    temporally smoothed residual ``kp_in - kp_body`` (keeps the offset between the estimator's skeleton
+    and the body's; the body carries the motion and fills gaps), and the input smoothed alone
+    (Savitzky-Golay, quadratic, over each of ``windows`` frames). Each keypoint takes the candidate
+    of least estimated error (Stein's unbiased risk estimate with the input noise of
+    :func:`keypoint_noise`: no ground truth needed); observed frames are then blended with the input
+    by the trust weights of the module doc (clean input comes back as given)."""
+    from .baselines import savgol
+    kp_in = torch.nan_to_num(kp_in.to(kp_body.dtype))
+    if not observed.any():
+        return kp_body.clone()
+    N = len(kp_in)
+    sigma = keypoint_noise(kp_in, observed)
+    s2 = torch.nan_to_num(sigma, nan=float("inf")).clamp_min(sigma_floor) ** 2          # (K,)
+    o = observed.numpy()
+    best, best_risk = None, None
+    for w in windows:
+        if w > N:
+            continue
+        h = _sg_center_weight(w)
+        for with_body in (True, False):
+            ref = kp_body if with_body else torch.zeros_like(kp_body)
+            cand = ref + torch.as_tensor(savgol((kp_in - ref).double().numpy(), o, window=w, order=2),
+                                         dtype=kp_body.dtype)
+            resid = ((kp_in - cand) ** 2).sum(-1)[observed].mean(0)                     # (K,)
+            risk = resid - 3 * s2 + 6 * s2 * h if torch.isfinite(s2).all() else resid
+            if best is None:
+                best, best_risk = cand, risk
+            else:
+                take = risk < best_risk
+                best = torch.where(take[None, :, None], cand, best)
+                best_risk = torch.minimum(risk, best_risk)
+    base = best if best is not None else kp_body
+    d = (kp_in - base).norm(dim=-1)                                   # (N, K)
+    total = (d[observed].median(0).values / _MAXWELL_MEDIAN) ** 2
+    e2 = (total - s2).clamp_min(0.0)
+    wt = (e2 / (e2 + s2))[None].expand_as(d).clone()
+    wt[(d > outlier_k * _MAXWELL_MEDIAN * torch.sqrt(s2 + e2)[None]) | ~observed[:, None]] = 0.0
+    return base + wt[..., None] * (kp_in - base)

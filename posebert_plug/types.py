@@ -271,6 +271,9 @@ class RefinedTrack:
     Hands (``side`` set): rotmats (N, 16, 3, 3) MANO-order local rotations (wrist in the
     camera frame; a left hand's in the mirrored frame of the left model), transl (N, 3)
     camera-frame wrist, joints (N, 21, 3) OpenPose hand keypoints, metres.
+    3D-keypoint presets also give ``keypoints`` (N, K, 3): the input's own keypoints refined
+    (layout ``keypoint_layout``, the input's frame and units: camera frame or root-relative,
+    metres), which follow the input where it is good (``trust.refine_keypoints``).
     """
 
     track_id: int
@@ -283,6 +286,8 @@ class RefinedTrack:
     preset: str
     video: VideoInfo | None = None
     side: str | None = None
+    keypoints: np.ndarray | None = None
+    keypoint_layout: str | None = None
 
     def __len__(self):
         return int(len(self.frames))
@@ -292,9 +297,12 @@ class RefinedTrack:
         return ~self.observed
 
     def to_dict(self) -> dict:
-        return {"track_id": int(self.track_id), "frames": self.frames.astype(np.int64), "rotmats": self.rotmats,
-                "transl": self.transl, "joints": self.joints, "observed": self.observed, "betas": self.betas,
-                "preset": self.preset, "side": self.side or ""}
+        d = {"track_id": int(self.track_id), "frames": self.frames.astype(np.int64), "rotmats": self.rotmats,
+             "transl": self.transl, "joints": self.joints, "observed": self.observed, "betas": self.betas,
+             "preset": self.preset, "side": self.side or ""}
+        if self.keypoints is not None:
+            d.update(keypoints=self.keypoints, keypoint_layout=self.keypoint_layout or "")
+        return d
 
     def to_json(self) -> str:
         return json.dumps({k: _jsonable(v) for k, v in self.to_dict().items()})
@@ -334,7 +342,8 @@ def load_tracks(path) -> list:
         with np.load(path, allow_pickle=False) as z:
             n = int(z["num_tracks"])
             items = [{k: z[f"track{i}_{k}"] for k in ("track_id", "frames", "rotmats", "transl", "joints", "observed",
-                                                       "betas", "preset", "side") if f"track{i}_{k}" in z}
+                                                       "betas", "preset", "side", "keypoints", "keypoint_layout")
+                      if f"track{i}_{k}" in z}
                      for i in range(n)]
     out = []
     for it in items:
@@ -342,5 +351,8 @@ def load_tracks(path) -> list:
                                 np.asarray(it["rotmats"], np.float32), np.asarray(it["transl"], np.float32),
                                 np.asarray(it["joints"], np.float32), np.asarray(it["observed"], bool),
                                 np.asarray(it["betas"], np.float32), str(np.asarray(it["preset"])),
-                                side=str(np.asarray(it.get("side", ""))) or None))
+                                side=str(np.asarray(it.get("side", ""))) or None,
+                                keypoints=np.asarray(it["keypoints"], np.float32) if "keypoints" in it else None,
+                                keypoint_layout=str(np.asarray(it["keypoint_layout"])) if "keypoint_layout" in it
+                                else None))
     return out

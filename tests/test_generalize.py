@@ -237,3 +237,36 @@ def test_refine_tracks_returns_clean_smpl_input_nearly_as_given():
     trusted = torch.as_tensor(refine_tracks([track], model="smpl")[0].rotmats)
     raw = torch.as_tensor(refine_tracks([track], model="smpl", trust_input=False)[0].rotmats)
     assert geodesic_distance(trusted, R).mean() < 0.5 * geodesic_distance(raw, R).mean()
+
+
+def test_refined_keypoints_follow_clean_input_and_denoise_noisy_input():
+    from posebert_plug.trust import refine_keypoints
+    t = torch.arange(90, dtype=torch.float32)[:, None, None] / 30
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(1, 17, 3, generator=g) * 0.3
+    kp = base + 0.2 * torch.sin(2 * np.pi * 0.5 * t + torch.rand(1, 17, 3, generator=g) * 6)
+    body = kp + 0.04 + torch.randn(kp.shape, generator=g) * 0.02       # a fitted body: offset and wobbly
+    obs = torch.ones(90, dtype=torch.bool)
+    clean = refine_keypoints(kp, body, obs)
+    assert (clean - kp).norm(dim=-1).mean() < 0.005
+    noisy = kp + torch.randn(kp.shape, generator=g) * 0.03
+    out = refine_keypoints(noisy, body, obs)
+    assert (out - kp).norm(dim=-1).mean() < 0.5 * (noisy - kp).norm(dim=-1).mean()
+
+
+def test_kp3d_refined_track_carries_keypoints_through_save_and_load(tmp_path):
+    from posebert_plug.body_model import DefaultBodyModel
+    from posebert_plug.refine import refine_tracks
+    from posebert_plug.types import Detection, Track, VideoInfo, load_tracks, save_tracks
+    R = _smooth_track(N=40) * 1.0
+    R[:, 0] = torch.tensor([[1.0, 0, 0], [0, -1.0, 0], [0, 0, -1.0]])   # facing the camera, upright
+    kp = DefaultBodyModel().pose_keypoints(R, torch.tensor([0.0, 0.0, 4.0]).expand(40, 3), "h36m17")
+    video = VideoInfo(1024, 1024, 30.0)
+    track = Track.from_detections(0, [Detection(t, kp3d=kp[t].numpy(), layout3d="h36m17") for t in range(40)], video)
+    out = refine_tracks([track], model="kp3d-h36m17")[0]
+    assert out.keypoints.shape == (40, 17, 3) and out.keypoint_layout == "h36m17"
+    assert np.abs(out.keypoints - kp.numpy()).max() < 0.02
+    for ext in ("npz", "json"):
+        save_tracks(tmp_path / f"r.{ext}", [out], video)
+        back = load_tracks(tmp_path / f"r.{ext}")[0]
+        assert back.keypoint_layout == "h36m17" and np.allclose(back.keypoints, out.keypoints, atol=1e-5)
