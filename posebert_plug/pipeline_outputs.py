@@ -427,16 +427,30 @@ def publish(stage, out_dir) -> list:
 
 @contextlib.contextmanager
 def _signals_held():
-    """Hold SIGTERM/SIGINT/SIGHUP (delivered right after) while the output set is swapped."""
-    held = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    """Defer SIGTERM/SIGINT/SIGHUP while the output set is swapped, then act on the first one as
+    its handler would have. (A signal mask would not do: the kernel hands a process signal to any
+    thread that does not block it, and Python runs the handler in the main thread regardless.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    deferred = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    for s in previous:
+        signal.signal(s, lambda signum, frame: deferred.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+        if deferred:
+            _deliver(deferred[0], previous[deferred[0]])
+
+
+def _deliver(signum, handler):
+    if callable(handler):
+        handler(signum, None)          # raises Terminated / KeyboardInterrupt
+    elif handler != signal.SIG_IGN:
+        os.kill(os.getpid(), signum)   # the default action
 
 
 def _move_and_prune(stage, out_dir, new, old):

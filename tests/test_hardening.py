@@ -295,21 +295,29 @@ def test_disk_full_is_exit_2_naming_the_folder_and_keeps_nothing(tmp_path, grey_
 
 # ---- 4. SIGTERM / SIGINT ---------------------------------------------------------------------------
 DRIVER = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
     import numpy as np
     from posebert_plug import pipeline, pipeline_outputs
     from posebert_plug.cli import refine_main
     stage_name = sys.argv[1]
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # as in a terminal (a background job ignores it)
+
     def slow(*args, **kw):
+        w = None
         if stage_name == "render":        # a half-written video in the staging folder, as when rendering
             from adapters.video import VideoWriter
             stage = args[1]
             w = VideoWriter(stage + "/overlay.mp4", 64, 48, 10)
             for i in range(60):           # past the encoder's look-ahead: bytes on disk
                 w.write(np.full((48, 64, 3), i, np.uint8))
-        print("READY", flush=True)
-        time.sleep(120)
+        try:
+            print("READY", flush=True)
+            time.sleep(120)
+        except BaseException:             # as render_videos does with its writers
+            if w is not None:
+                w.abort()
+            raise
     if stage_name == "render":
         pipeline_outputs.render_videos = slow
     else:
