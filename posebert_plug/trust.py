@@ -23,7 +23,8 @@ import torch
 
 from .rotations import geodesic_distance, orthonormalize, slerp_rotmat
 
-__all__ = ["input_noise", "trust_weights", "blend_with_input"]
+__all__ = ["input_noise", "trust_weights", "smooth_residual", "blend_with_input", "keypoint_noise",
+           "refine_keypoints"]
 
 # Residual of a 5-frame quadratic fit to white noise has std sqrt(1 - 17/35) of the noise; the norm
 # of 3-D isotropic Gaussian noise of per-axis std s has median 1.538 s.
@@ -68,13 +69,55 @@ def trust_weights(R_in: torch.Tensor, R_out: torch.Tensor, observed: torch.Tenso
     return w
 
 
+def smooth_residual(R_out: torch.Tensor, R_in: torch.Tensor, observed: torch.Tensor, windows=(9, 15, 31),
+                    outlier_k: float = 3.0, sigma_floor: float = 1e-3) -> torch.Tensor:
+    """PoseBERT's rotations corrected by the temporally smoothed residual to the input, per joint,
+    where the input is more reliable than the model -> (N, J, 3, 3).
+
+    The residual ``log(R_out^T R_in)`` of inlier observed frames is smoothed (quadratic Savitzky-Golay
+    over each of ``windows``); a joint takes the window of least estimated error (Stein's unbiased
+    risk estimate with the noise of :func:`input_noise`), and only when its input noise is below the
+    model's own error (a low-noise input, e.g. clean with a few wrong frames or heavy-tailed misses:
+    there the model's bias is the larger error). Elsewhere the model's output is kept."""
+    from .baselines import savgol
+    from .rotations import rotmat_to_rotvec, rotvec_to_rotmat
+    sigma = input_noise(R_in, observed)
+    if torch.isnan(sigma).all():
+        return R_out
+    s2 = torch.nan_to_num(sigma, nan=float("inf")).clamp_min(sigma_floor) ** 2       # (J,)
+    r = rotmat_to_rotvec(R_out.transpose(-1, -2) @ R_in)                            # (N, J, 3)
+    d = r.norm(dim=-1)
+    scale = d[observed].median(0).values
+    e2 = ((scale / _MAXWELL_MEDIAN) ** 2 - s2).clamp_min(0.0)
+    inl = observed[:, None] & (d <= outlier_k * scale[None])                        # (N, J)
+    J = r.shape[1]
+
+    def risk(res, h):   # per joint, over its inlier frames
+        return torch.stack([(res[inl[:, j], j] ** 2).sum(-1).mean() for j in range(J)]) - 3 * s2 + 6 * s2 * h
+
+    best, best_risk = r.new_zeros(r.shape), risk(r, 1.0)
+    for w in windows:
+        if w > len(r):
+            continue
+        sr = torch.stack([torch.as_tensor(savgol(r[:, j].double().numpy(), inl[:, j].numpy(), window=w, order=2))
+                          for j in range(J)], 1).to(r.dtype)
+        rk = risk(r - sr, _sg_center_weight(w))
+        take = (rk < best_risk) & (e2 > s2) & inl.any(0)
+        best = torch.where(take[None, :, None], sr, best)
+        best_risk = torch.where(take, rk, best_risk)
+    return R_out @ rotvec_to_rotmat(best)
+
+
 def blend_with_input(R_out: torch.Tensor, R_in: torch.Tensor, observed: torch.Tensor, **kw) -> torch.Tensor:
     """PoseBERT's rotations blended with the trusted inputs (see module doc) -> (N, J, 3, 3).
 
-    Observed frames move toward the input by their weight; filled frames follow PoseBERT's motion
-    re-anchored on the blended frames next to them."""
+    The model's output is first corrected by the smoothed residual where the input is the more
+    reliable (:func:`smooth_residual`); observed frames then move toward the input by their weight;
+    filled frames follow the corrected motion re-anchored on the blended frames next to them."""
     from .refine import anchor_to_observed
     R_in = torch.nan_to_num(R_in.to(R_out.dtype))
+    if observed.any():
+        R_out = smooth_residual(R_out, R_in, observed)
     w = trust_weights(R_in, R_out, observed, **kw)
     if not (w > 0).any():
         return R_out
