@@ -154,7 +154,7 @@ def build_training_batch(preset, rot6d, transl_world, body, g, corrupt: bool = T
         obs = synth.training_mask(B, T, g, **(mask_kw or {})) if corrupt else torch.ones(B, T, dtype=torch.bool)
     out["observed"] = obs
     # per-window noise scale: 1 = the preset's full range; 0 = exactly clean input
-    level = synth.noise_level(g, B, 1.0, aug.clean_frac) if body_aug and corrupt else torch.ones(B)
+    level = synth.noise_level(g, B, aug.clean_frac) if body_aug and corrupt else torch.ones(B)
     clean = level == 0
     heavy = (torch.rand(B, generator=g) < aug.heavy_frac) if body_aug else torch.zeros(B, dtype=torch.bool)
     swap = synth._u(g, (B,), 0.0, aug.swap_frac) * (torch.rand(B, generator=g) < 1 / 3) * ~clean \
