@@ -1,6 +1,7 @@
 """Ultralytics YOLO11-pose run on video frames (multi-person, COCO-17 + boxes), offline."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -36,6 +37,24 @@ def find_weights(user_path=None) -> str:
                        "or pass --yolo-weights PATH")
 
 
+@contextlib.contextmanager
+def keep_torch_threads():
+    """Give the caller back its torch thread count. Ultralytics' ``select_device`` (run when a
+    predictor is set up) calls ``torch.set_num_threads(min(8, cpu_count - 1))``: 1 on a 2-core
+    machine, which would leave detection's later batches and every later stage (tracking, PoseBERT,
+    rendering) of the process on one core."""
+    import torch
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
+
+_MODELS = {}   # (weights path, device) -> loaded YOLO: one load per process (batch workers run many videos)
+
+
 @register
 class YOLOAdapter(Adapter):
     name = "yolo"
@@ -48,11 +67,17 @@ class YOLOAdapter(Adapter):
 
     def _model(self):
         from ultralytics import YOLO
-        return YOLO(find_weights(self.options.get("weights")), task="pose")
+        path = find_weights(self.options.get("weights"))
+        key = (os.path.abspath(path), os.path.getmtime(path), str(self.options.get("device", "cpu")))
+        if key not in _MODELS:
+            with keep_torch_threads():
+                _MODELS[key] = YOLO(path, task="pose")
+        return _MODELS[key]
 
     def detect(self, model, images, indices):
-        res = model.predict(images, imgsz=self.options.get("imgsz", 960), conf=self.options.get("conf", 0.25),
-                            verbose=False, device=self.options.get("device", "cpu"))
+        with keep_torch_threads():   # the first predict sets the predictor up (and the thread count)
+            res = model.predict(images, imgsz=self.options.get("imgsz", 960), conf=self.options.get("conf", 0.25),
+                                verbose=False, device=self.options.get("device", "cpu"))
         out = []
         for idx, r in zip(indices, res):
             dets = []
