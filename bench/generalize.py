@@ -15,6 +15,8 @@ Sections (smpl preset unless said; MPJPE in mm on SMPL-24 joints, root-relative,
   rig shift = realistic on the same motion retargeted with 25-degree rest offsets at the rig joints.
 - sweep: 0..90% of frames dropped (iid, 0.1 rad): MPJPE gain over the nearest-fill input.
 - predict: 15 observed frames (clean, 0.05 rad), MPJPE at h = 5, 10, 15, 30 vs no-velocity.
+- kp2d: kp2d-coco17 from cameras 30-60 degrees above the horizon: median torso pitch error of
+  upright frames, and median 2D reprojection error of the output vs the input's.
 - kp3d: kp3d-h36m17 from clean keypoints and from 3 cm noise + +-10% depth-scale jitter: the
   refined keypoints and the fitted body's keypoints vs SG on the input.
 """
@@ -221,6 +223,65 @@ def section_kp3d(cache, args):
 
 
 KP3D_MODEL = "kp3d-h36m17"
+KP2D_MODEL = "kp2d-coco17"
+
+
+def torso_pitch(R):
+    """Pitch (degrees) of the pelvis->neck direction in the camera frame (OpenCV: y down, z forward);
+    R (..., 24, 3, 3) with the root in the camera frame -> (...)."""
+    j = RB.BODY.pose_keypoints(torch.as_tensor(np.asarray(R)).float(), None, "smpl24")
+    up = j[..., 12, :] - j[..., 0, :]
+    return torch.rad2deg(torch.atan2(up[..., 2], -up[..., 1]))
+
+
+def section_kp2d(cache, args):
+    """kp2d-coco17 seen from raised cameras (30-60 degrees down): torso pitch error of upright frames,
+    and the 2D reprojection error of the output vs the input's (pixels, observed frames, 1024 px)."""
+    from posebert_plug.camera import project
+    from posebert_plug.types import Detection, Track
+    print("\n### kp2d-coco17 from raised cameras (30-60 degrees looking down; 3 px noise + 5% 50-px outliers, "
+          f"{args.n} windows x {args.T} frames per family; 1024 px image)\n")
+    print("| family | upright frames | median torso pitch error (deg) | 2D error input (px) | 2D error output (px) |")
+    print("|---|---|---|---|---|")
+    for fam in FAMILIES:
+        ok = np.flatnonzero(cache.clip_family == fam)
+        starts = np.concatenate([s + np.arange(0, L - args.T + 1, args.T // 2) for s, L in
+                                 zip(cache.clip_start[ok], cache.clip_len[ok]) if L >= args.T] or [np.zeros(0, int)])
+        if len(starts) == 0:
+            continue
+        rng = np.random.default_rng(args.seed)
+        starts = np.sort(rng.choice(starts, size=min(args.n, len(starts)), replace=False))
+        rot6d, trw = cache.windows(starts, args.T)
+        g = torch.Generator().manual_seed(args.seed)
+        R, tr = synth.place_in_camera(sixd_to_rotmat(rot6d), trw, g, depth=(4.0, 10.0), u_range=(-0.3, 0.3),
+                                      v_range=(-0.1, 0.3), pitch=(np.radians(30), np.radians(60)))
+        kp = RB.BODY.pose_keypoints(R, tr, "coco17")
+        px = project(kp) * 512 + 512
+        noisy = px + torch.randn(px.shape, generator=g) * 3.0
+        out_mask = torch.rand(px.shape[:-1], generator=g) < 0.05
+        noisy = torch.where(out_mask[..., None], noisy + torch.randn(px.shape, generator=g) * 50, noisy)
+        tracks = [Track.from_detections(i, [Detection(t, kp2d=noisy[i, t].numpy(), kp2d_conf=np.full(17, 0.9),
+                                                      layout2d="coco17", score=0.9) for t in range(args.T)], RB.VIDEO)
+                  for i in range(len(R))]
+        out = refine_tracks(tracks, model=KP2D_MODEL)
+        Ro = np.stack([o.rotmats for o in out])
+        # upright: the ground truth torso within 15 degrees of the world vertical (root pitch in the world)
+        j = RB.BODY.pose_keypoints(R, None, "smpl24")
+        up = torch.nn.functional.normalize(j[..., 12, :] - j[..., 0, :], dim=-1)
+        # the world vertical in each window's camera frame: replay place_in_camera's draws (yaw, then tilt);
+        # its camera rotation is Rx(tilt) @ R_CAM, which takes the world's +Y to (0, -cos tilt, -sin tilt)
+        g2 = torch.Generator().manual_seed(args.seed)
+        synth._u(g2, (len(R),), 0.0, 2 * np.pi)
+        tilt = synth._u(g2, (len(R),), np.radians(30), np.radians(60))
+        vert = torch.stack([torch.zeros(len(R)), -torch.cos(tilt), -torch.sin(tilt)], -1)
+        upright = (up * vert[:, None]).sum(-1) > np.cos(np.radians(15))
+        err = (torso_pitch(Ro) - torso_pitch(R)).abs()[upright]
+        P = RB.BODY.pose_keypoints(torch.as_tensor(Ro).float(), torch.as_tensor(np.stack([o.transl for o in out])).float(),
+                                   "coco17")
+        e_in = float((noisy - px).norm(dim=-1).median())
+        e_out = float((project(P) * 512 + 512 - px).norm(dim=-1).median())
+        print(f"| {fam} | {int(upright.sum())} | {float(err.median()) if len(err) else float('nan'):.1f} | "
+              f"{e_in:.1f} | {e_out:.1f} |")
 
 
 def main():
@@ -233,6 +294,7 @@ def main():
     ap.add_argument("--smpl-checkpoint", nargs="*", default=[],
                     help="also evaluate these smpl checkpoints (columns named by their folder)")
     ap.add_argument("--kp3d-checkpoint", help="evaluate this kp3d-h36m17 checkpoint instead of the shipped one")
+    ap.add_argument("--kp2d-checkpoint", help="evaluate this kp2d-coco17 checkpoint instead of the shipped one")
     ap.add_argument("--no-shipped", action="store_true", help="leave the shipped smpl weights out")
     args = ap.parse_args()
     from posebert_plug.presets import load_model
@@ -243,6 +305,9 @@ def main():
     if args.kp3d_checkpoint:
         global KP3D_MODEL
         KP3D_MODEL = load_model("kp3d-h36m17", checkpoint=args.kp3d_checkpoint)
+    if args.kp2d_checkpoint:
+        global KP2D_MODEL
+        KP2D_MODEL = load_model("kp2d-coco17", checkpoint=args.kp2d_checkpoint)
     cache = MotionCache(os.path.join(args.cache, "val.npz"))
     if (cache.clip_family == "unknown").all():
         sys.exit("this cache has no motion families: rebuild it with posebert-data build")
