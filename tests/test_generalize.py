@@ -270,3 +270,28 @@ def test_kp3d_refined_track_carries_keypoints_through_save_and_load(tmp_path):
         save_tracks(tmp_path / f"r.{ext}", [out], video)
         back = load_tracks(tmp_path / f"r.{ext}")[0]
         assert back.keypoint_layout == "h36m17" and np.allclose(back.keypoints, out.keypoints, atol=1e-5)
+
+
+def test_an_amass_folder_is_accepted_unchanged_and_split_by_subject(tmp_path):
+    """AMASS as downloaded: <dataset>/<subject>/<clip>_poses.npz plus a shape.npz per subject."""
+    import json
+    from posebert_plug.mocap.dataset import build_cache
+    g = np.random.default_rng(0)
+    for ds, subjects in (("CMU", ("01", "02", "07", "31", "77")), ("BMLrub", ("rub001", "rub002"))):
+        for s in subjects:
+            d = tmp_path / "amass" / ds / s
+            d.mkdir(parents=True)
+            np.savez(d / "shape.npz", betas=np.zeros(16), gender="neutral")
+            for k in range(2):
+                T = 90
+                np.savez(d / f"{s}_{k:02d}_poses.npz", poses=g.normal(0, 0.1, (T, 156)), trans=np.zeros((T, 3)),
+                         betas=np.zeros(16), gender="male", mocap_framerate=120.0)
+    m = build_cache(tmp_path / "amass", tmp_path / "cache", progress=False)
+    assert m["skipped"] == [] and sum(s["clips"] for s in m["sources"].values()) == 14
+    performers = {}
+    for split in ("train", "val"):
+        with np.load(tmp_path / "cache" / f"{split}.npz") as z:
+            for p in z["clip_performer"]:
+                performers.setdefault(str(p), set()).add(split)
+    assert len(performers) == 7 and all(len(v) == 1 for v in performers.values())
+    assert json.loads((tmp_path / "cache" / "manifest.json").read_text())["frames"]["train"] > 0

@@ -89,7 +89,7 @@ def clip_meta(name: str, source: str) -> tuple[str, str, str]:
     if subject is not None and subject in _CMU_FAMILY:
         performer = "cmu-60+61" if subject in ("60", "61") else f"cmu-{subject}"
         return performer, _CMU_FAMILY[subject], "val" if subject in VAL_CMU_SUBJECTS else "train"
-    folder = parts[-2] if len(parts) >= 2 else base   # AMASS: .../<subject>/<clip>
+    folder = "/".join(parts[-3:-1]) if len(parts) >= 2 else base   # AMASS: <dataset>/<subject>/<clip>_poses
     performer = f"{source}-{folder}"
     return performer, "everyday", "val" if zlib.crc32(performer.encode()) % 10 == 0 else "train"
 
@@ -133,7 +133,7 @@ def list_clips(src):
     tmp = None
     try:
         roots = [src]
-        archives = sorted(f for f in os.listdir(src) if f.endswith((".tar.xz", ".tar.gz", ".tgz", ".tar")))
+        archives = sorted(f for f in os.listdir(src) if f.endswith((".tar.xz", ".tar.gz", ".tgz", ".tar", ".tar.bz2")))
         if archives:
             tmp = tempfile.mkdtemp(prefix="posebert-mocap-")
             for a in archives:
@@ -147,7 +147,9 @@ def list_clips(src):
                 if tmp is not None and root == src and dirpath.startswith(tmp):
                     continue
                 for f in files:
-                    if f.endswith((".bvh", ".amc")) or (f.endswith(".npz") and not f.startswith(("train", "val"))):
+                    # AMASS folders hold a shape.npz (betas only) per subject beside the clips
+                    if f.endswith((".bvh", ".amc")) or (f.endswith(".npz") and not f.startswith(("train", "val"))
+                                                        and f not in ("shape.npz", "manifest.npz")):
                         p = os.path.join(dirpath, f)
                         rel = os.path.relpath(p, root)
                         clips.append(Clip(os.path.splitext(rel)[0], p, _source_of(rel)))
