@@ -50,13 +50,26 @@ def build_parser():
     ap.add_argument("--online", action="store_true", help="stream frame by frame (last 64 frames per person)")
     ap.add_argument("--predict-ahead", type=int, default=0, metavar="K",
                     help="with --online: output the pose predicted K frames ahead (cancels pipeline latency)")
-    ap.add_argument("--imgsz", type=int, default=960, help="YOLO input size (small people need 960+; default 960)")
+    ap.add_argument("--imgsz", type=int, default=None, help="YOLO input size (small people need 960+; default: "
+                    "960, or the video's long side when smaller: no upscaling)")
     ap.add_argument("--yolo-weights", metavar="PATH", help="YOLO pose weights (default: found offline)")
     ap.add_argument("--renderer", default="auto", choices=["auto", "moderngl", "pyrender"])
     ap.add_argument("--skeleton-only", action="store_true", help="draw skeletons instead of meshes")
     ap.add_argument("--no-render", action="store_true", help="skip the videos")
     ap.add_argument("--no-side-by-side", action="store_true", help="skip the comparison video")
     ap.add_argument("--max-frames", type=int, help="process only the first N frames")
+    ap.add_argument("--cuts", default="auto", metavar="auto|none|F1,F2,...", help="shot cuts (frames starting a new "
+                    "shot; no track crosses one): auto (found on the frames, default), none, or a list of frames")
+    ap.add_argument("--min-observed", type=int, default=None, metavar="N", help="usable frames a track needs "
+                    "(default: the larger of 5 and half a second of video); fewer: dropped, listed in summary.json")
+    ap.add_argument("--max-fill-seconds", type=float, default=1.0, metavar="S", help="longest gap filled (default "
+                    "1.0 s); a longer gap splits the track")
+    ap.add_argument("--min-box-height", type=float, default=0.03, metavar="FRAC", help="tracks whose median box is "
+                    "lower than this fraction of the frame height are dropped (default 0.03)")
+    ap.add_argument("--max-box-aspect", type=float, default=2.5, metavar="R", help="tracks whose median box is more "
+                    "than R times wider than tall are dropped (default 2.5)")
+    ap.add_argument("--no-fit-2d", action="store_true", help="keep PoseBERT's pose: no reprojection fit to the "
+                    "2D keypoints")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap
 
@@ -75,6 +88,16 @@ def summary_table(summary) -> str:
     return "\n".join(rows)
 
 
+def _cuts_arg(text):
+    if text in ("auto", "none"):
+        return text
+    try:
+        return [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise SystemExit(f"posebert-refine: error: --cuts takes auto, none or frame numbers like 120,300; got {text!r}") \
+            from None
+
+
 def refine_main(argv=None):
     args = build_parser().parse_args(argv)
     from .pipeline import Pipeline, PipelineError
@@ -83,7 +106,9 @@ def refine_main(argv=None):
                  smpl_dir=args.smpl_dir, mano_dir=args.mano_dir, device=args.device, baselines=tuple(args.baseline), online=args.online,
                  predict_ahead=args.predict_ahead, imgsz=args.imgsz, yolo_weights=args.yolo_weights,
                  renderer=args.renderer, render=not args.no_render, skeleton_only=args.skeleton_only,
-                 side_by_side=not args.no_side_by_side, max_frames=args.max_frames, progress=not args.quiet)
+                 side_by_side=not args.no_side_by_side, max_frames=args.max_frames, progress=not args.quiet,
+                 cuts=_cuts_arg(args.cuts), min_observed=args.min_observed, max_fill_seconds=args.max_fill_seconds,
+                 min_box_height=args.min_box_height, max_box_aspect=args.max_box_aspect, fit_2d=not args.no_fit_2d)
     try:
         summary = p.run(args.video, args.out)
     except PipelineError as e:

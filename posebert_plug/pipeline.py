@@ -37,6 +37,20 @@ EXIT_CODES = {0: "success", 1: "internal error", 2: "bad input or usage (unreada
 
 BASELINES = ("savgol", "nearest")   # what Pipeline.baseline computes (and --baseline accepts)
 
+# The person detector's input size (YOLO's imgsz): at most this, and never more than the video's own
+# size (rounded up to YOLO's stride of 32): upscaling a 176x144 video to 960 costs 30x the time and
+# finds nothing more. Small people in large videos need the full 960.
+DEFAULT_IMGSZ = 960
+
+
+def detector_size(video: VideoInfo, imgsz: int | None = None) -> int:
+    """The detector input size used for ``video``: ``imgsz`` when given, else
+    ``min(DEFAULT_IMGSZ, the video's long side rounded up to a multiple of 32)``."""
+    if imgsz is not None:
+        return int(imgsz)
+    long_side = max(int(video.width or 0), int(video.height or 0)) or DEFAULT_IMGSZ
+    return int(min(DEFAULT_IMGSZ, -(-long_side // 32) * 32))
+
 
 @dataclass
 class Pipeline:
@@ -49,7 +63,7 @@ class Pipeline:
     baselines: tuple = ("savgol",)
     online: bool = False
     predict_ahead: int = 0
-    imgsz: int = 960
+    imgsz: int | None = None     # None: detector_size(video) (no upscaling beyond the video's size)
     yolo_weights: str | None = None
     renderer: str = "auto"
     render: bool = True
@@ -59,6 +73,16 @@ class Pipeline:
     bvh: bool = True
     max_frames: int | None = None
     progress: bool = True
+    # Shot cuts: "auto" (found on the frames, posebert_plug.cuts), None/"none" (none), or a list of
+    # frames starting a new shot. Evidence (tracking.evidence.EvidenceConfig): usable frames a track
+    # needs (None: max(5, half a second)), longest gap filled (seconds; longer gaps split the track),
+    # smallest median box height (fraction of the frame), widest median box (width / height).
+    cuts: object = "auto"
+    min_observed: int | None = None
+    max_fill_seconds: float = 1.0
+    min_box_height: float = 0.03
+    max_box_aspect: float = 2.5
+    fit_2d: bool = True          # reprojection fit of pose and translation to the 2D keypoints (fit2d)
     timings: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)   # printed to stderr and kept in summary.json
 
@@ -91,8 +115,20 @@ class Pipeline:
             raise PipelineError(f"unknown baseline(s) {', '.join(sorted(unknown))}; choose from {', '.join(BASELINES)}", 2)
         if self.max_frames is not None and self.max_frames < 1:
             raise PipelineError(f"--max-frames must be at least 1, got {self.max_frames}", 2)
-        if self.imgsz < 32:
+        if self.imgsz is not None and self.imgsz < 32:
             raise PipelineError(f"--imgsz must be at least 32 pixels (YOLO's stride), got {self.imgsz}", 2)
+        if self.min_observed is not None and self.min_observed < 1:
+            raise PipelineError(f"--min-observed must be at least 1, got {self.min_observed}", 2)
+        if not self.max_fill_seconds >= 0:
+            raise PipelineError(f"--max-fill-seconds must be >= 0, got {self.max_fill_seconds}", 2)
+        if not 0 <= self.min_box_height < 1:
+            raise PipelineError(f"--min-box-height must lie in [0, 1) (a fraction of the frame height), "
+                                f"got {self.min_box_height}", 2)
+        if not self.max_box_aspect > 0:
+            raise PipelineError(f"--max-box-aspect must be > 0, got {self.max_box_aspect}", 2)
+        if not (self.cuts in (None, "auto", "none") or (not isinstance(self.cuts, str) and
+                                                       all(int(c) >= 0 for c in self.cuts))):
+            raise PipelineError(f"cuts must be 'auto', 'none' or a list of frames >= 0, got {self.cuts!r}", 2)
         for flag, folder in (("--smpl-dir", self.smpl_dir), ("--mano-dir", self.mano_dir)):
             if folder is not None and not os.path.isdir(folder):
                 raise PipelineError(f"{flag} {folder}: no such folder", 2)
@@ -103,7 +139,10 @@ class Pipeline:
             cls = adapters.get(self.estimator)
         except KeyError as e:
             raise PipelineError(str(e).strip("'\""), 2) from None
-        opts = {"imgsz": self.imgsz, "weights": self.yolo_weights} if self.estimator.startswith("yolo") else {}
+        opts = {"imgsz": detector_size(video, self.imgsz), "weights": self.yolo_weights} \
+            if self.estimator.startswith("yolo") else {}
+        if self.estimator == "mediapipe":   # its YOLO person detector
+            opts = {"imgsz": detector_size(video, self.imgsz)}
         ad = cls(**opts)
         if ad.live and self.estimator_output is None:
             from tqdm import tqdm
@@ -140,7 +179,16 @@ class Pipeline:
             video.focal_px = out.focal_px
         return out
 
-    def track(self, frames, video) -> list:
+    def find_cuts(self, video_path, video) -> list:
+        """Frames starting a new shot: found on the frames ("auto"), given, or none."""
+        if self.cuts is None or (isinstance(self.cuts, str) and self.cuts == "none"):
+            return []
+        if not isinstance(self.cuts, str):
+            return sorted(int(c) for c in self.cuts)
+        from .cuts import detect_cuts
+        return detect_cuts(video_path, stop=self.max_frames)
+
+    def track(self, frames, video, cuts=()) -> list:
         from tracking import track_detections
         dets = [d for f in frames for d in f.detections]
         if dets and all(d.track_id is not None for d in dets):
@@ -148,17 +196,50 @@ class Pipeline:
             for d in dets:
                 groups.setdefault(d.track_id, []).append(d)
             return [Track.from_detections(k, g, video) for k, g in sorted(groups.items())]
-        return track_detections(frames, video, progress=self.progress)
+        return track_detections(frames, video, progress=self.progress, cuts=cuts)
+
+    def evidence_config(self):
+        from tracking.evidence import EvidenceConfig
+        return EvidenceConfig(min_observed=self.min_observed, max_fill_seconds=self.max_fill_seconds,
+                              min_box_height=self.min_box_height, max_box_aspect=self.max_box_aspect)
+
+    def vet(self, tracks, video, cuts=()) -> list:
+        """Split tracks at cuts and long gaps, drop those with too little evidence (reported)."""
+        from tracking.evidence import vet_tracks
+        kept, dropped, split = vet_tracks(tracks, video, cuts, self.evidence_config())
+        for d in split:
+            self.split.append(d)
+            self._warn(f"track {d['id']} split into tracks {', '.join(map(str, d['into']))}: {d['reason']}")
+        for d in dropped:
+            self._drop(d["id"], d["reason"])
+        return kept
+
+    def _drop_reasons(self, n=3) -> str:
+        return "; ".join(f"track {d['id']}: {d['reason']}" for d in self.dropped[:n]) + \
+            (f"; and {len(self.dropped) - n} more" if len(self.dropped) > n else "")
+
+    def _drop(self, track_id, reason):
+        self.dropped.append({"id": int(track_id), "reason": reason})
+        self._warn(f"track {track_id} dropped: {reason}")
 
     def refine(self, tracks, video) -> list:
         from .refine import OnlineRefiner, refine_tracks
         if not self.online:
-            return refine_tracks(tracks, model=self.preset, device=self.device, progress=self.progress)
+            dropped = []
+            out = refine_tracks(tracks, model=self.preset, device=self.device, progress=self.progress,
+                                dropped=dropped, fit_2d=self.fit_2d)
+            for d in dropped:
+                self._drop(d["id"], d["reason"])
+            return out
         from .presets import get_preset
         from .refine import choose_preset
         out = []
         for t in tracks:
-            preset = choose_preset(t) if self.preset == "auto" else self.preset
+            try:
+                preset = choose_preset(t) if self.preset == "auto" else self.preset
+            except ValueError as e:
+                self._drop(t.track_id, str(e))
+                continue
             on = OnlineRefiner(preset, video=video, predict_ahead=self.predict_ahead, device=self.device)
             Rs, ts = [], []
             for i, f in enumerate(t.frames):
@@ -208,6 +289,7 @@ class Pipeline:
         from .pipeline_outputs import terminate_cleanly
         t0 = time.time()
         self.warnings = []   # this run's only, if the same Pipeline runs again
+        self.dropped, self.split = [], []
         self.check()
         from adapters.video import VideoError, probe
         try:
@@ -249,21 +331,34 @@ class Pipeline:
         if n_dets == 0:
             raise PipelineError(f"{video_path}: nobody detected in {len(frames)} frames", 3)
         t = time.time()
-        tracks = self.track(frames, video)
+        cuts = self.find_cuts(video_path, video)
+        self.timings["cuts"] = time.time() - t
+        t = time.time()
+        tracks = self.track(frames, video, cuts)
+        n_tracked = len(tracks)
+        tracks = self.vet(tracks, video, cuts)
         self.timings["track"] = time.time() - t
         if not tracks:
             raise PipelineError(f"{video_path}: {n_dets} detections but no track long enough "
-                                "(people seen for fewer than 5 frames)", 3)
+                                f"(people seen for fewer than 5 frames)" if not n_tracked else
+                                f"{video_path}: none of the {n_tracked} tracks has enough evidence to be refined "
+                                f"({self._drop_reasons()})", 3)
         t = time.time()
         refined = self.refine(tracks, video)
         self.timings["refine"] = time.time() - t
+        if not refined:
+            raise PipelineError(f"{video_path}: no track could be refined ("
+                                f"{self._drop_reasons()})", 3)
+        kept = {r.track_id for r in refined}
+        tracks = [t for t in tracks if t.track_id in kept]
         t = time.time()
         base = {name: self.baseline(tracks, video, name) for name in self.baselines}
         self.timings["baseline"] = time.time() - t
         summary = write_outputs(self, stage, video_path, video, frames, tracks, refined, base)
         self.timings["total"] = time.time() - t0
         summary.update({"frames": n_frames, "detections": n_dets, "timings": dict(self.timings),
-                        "warnings": list(self.warnings)})
+                        "cuts": [int(c) for c in cuts], "dropped_tracks": list(self.dropped),
+                        "split_tracks": list(self.split), "warnings": list(self.warnings)})
         write_json(os.path.join(stage, "summary.json"), summary)   # staged too: published with the rest
         return summary
 

@@ -286,7 +286,8 @@ def refine_tracks(detections, model="auto", device="auto", window: int | None = 
                   policy: ConfidencePolicy | None = None, video: VideoInfo | None = None,
                   batch_size: int = 256, extra_frames: int = 0, model_fps: float = 30.0,
                   align_2d: bool = True, keep_observed: bool = False, trust_input: bool = True,
-                  progress: bool = False) -> list:
+                  progress: bool = False, cuts=None, dropped: list | None = None, fit_2d: bool = True,
+                  fit_options: dict | None = None) -> list:
     """Refine tracks with PoseBERT.
 
     detections: Tracks, or FrameDetections/Detections (grouped by ``track_id`` when
@@ -311,19 +312,43 @@ def refine_tracks(detections, model="auto", device="auto", window: int | None = 
         nearly as given, noisy input is left to PoseBERT, outlier frames are replaced); ``False``
         returns PoseBERT's output alone.
     progress: show a progress bar (window-frames per second) over the model batches.
-    Returns one :class:`RefinedTrack` per input track (empty list for no tracks).
-    An all-missing track raises ValueError naming it.
+    cuts: video frames that start a new shot (``posebert_plug.cuts.detect_cuts``): a track spanning a
+        cut is split there (the first piece keeps its id, the others get new ids after the largest
+        one) and nothing is filled across it.
+    dropped: a list to collect the tracks that cannot be refined instead of raising: each is appended
+        as ``{"id": track_id, "reason": "..."}`` and left out of the result (``posebert-refine`` uses it,
+        so that one bad track never ends a run).
+    fit_2d: for inputs with 2D keypoints (``kp2d`` presets), fit pose and translation so that the
+        body's keypoints reproject onto the confident observed keypoints
+        (:func:`posebert_plug.fit2d.fit_to_keypoints`, PoseBERT's output as the prior, its temporal
+        smoothness kept); ``fit_options`` are passed to it. ``False`` keeps PoseBERT's pose (with
+        ``align_2d``'s translation).
+    Returns one :class:`RefinedTrack` per input track (empty list for no tracks), or per piece with
+    ``cuts``. An all-missing track raises ValueError naming it (or is listed in ``dropped``).
     """
     policy = policy or ConfidencePolicy()
     tracks = _as_tracks(detections, video)
+    if cuts is not None and len(tracks):
+        tracks = split_tracks_at(tracks, cuts)
     if not tracks:
         return []
     ref = _refiner(device)
     groups = {}
+
+    def give_up(t, reason):
+        if dropped is None:
+            raise ValueError(reason)
+        dropped.append({"id": int(t.track_id), "reason": reason})
+
     for t in tracks:
-        if len(t) == 0:
-            raise ValueError(f"track {t.track_id} is empty")
-        preset = choose_preset(t) if model == "auto" else (model.preset.name if isinstance(model, torch.nn.Module) else model)
+        try:
+            if len(t) == 0:
+                raise ValueError(f"track {t.track_id} is empty")
+            preset = choose_preset(t) if model == "auto" else \
+                (model.preset.name if isinstance(model, torch.nn.Module) else model)
+        except ValueError as e:
+            give_up(t, str(e))
+            continue
         groups.setdefault(preset, []).append(t)
     results = {}
     for preset, ts in groups.items():
@@ -340,12 +365,23 @@ def refine_tracks(detections, model="auto", device="auto", window: int | None = 
         if extra_frames >= win:
             raise ValueError(f"frames to predict ({extra_frames}) must be smaller than the window ({win}): "
                              "a window needs observed frames to predict from")
-        encoded = [encode_track(t, preset, ref.body_for(preset), policy) for t in ts]
+        encoded, usable = [], []
+        for t in ts:
+            try:
+                enc = encode_track(t, preset, ref.body_for(preset), policy)
+                if not enc[1].any():
+                    raise ValueError(f"track {t.track_id}: no usable observation (all frames missing, NaN or below "
+                                     "the confidence thresholds)")
+            except ValueError as e:
+                give_up(t, str(e))
+                continue
+            encoded.append(enc)
+            usable.append(t)
+        ts = usable
+        if not ts:
+            continue
         items = []
         for t, (x, obs, _) in zip(ts, encoded):
-            if not obs.any():
-                raise ValueError(f"track {t.track_id}: no usable observation (all frames missing, NaN or below "
-                                 "the confidence thresholds)")
             if extra_frames:
                 x = torch.cat([x, torch.zeros(extra_frames, x.shape[-1])])
                 obs = torch.cat([obs, torch.zeros(extra_frames, dtype=torch.bool)])
@@ -382,7 +418,37 @@ def refine_tracks(detections, model="auto", device="auto", window: int | None = 
                                           obs.numpy().astype(bool), np.asarray(betas, np.float32), preset, t.video,
                                           side=t.side, keypoints=kp, keypoint_layout=t.layout3d if kp is not None
                                           else None)
-    return [results[id(t)] for t in tracks]
+    return [results[id(t)] for t in tracks if id(t) in results]
+
+
+def split_tracks_at(tracks, cuts) -> list:
+    """Tracks split at shot cuts (frames starting a new shot): each piece is trimmed to its observed
+    frames; the first piece of a track keeps its id, the others get new ids after the largest one."""
+    from .cuts import split_at_cuts
+    cuts = sorted(int(c) for c in cuts)
+    next_id = max([int(t.track_id) for t in tracks], default=-1) + 1
+    out = []
+    for t in tracks:
+        pieces = [p for p in split_at_cuts(t.frames, cuts) if t.observed[p].any()]
+        if len(pieces) <= 1 and (not pieces or len(pieces[0]) == len(t)):
+            out.append(t)
+            continue
+        for k, idx in enumerate(pieces):
+            o = np.flatnonzero(t.observed[idx])
+            idx = idx[o[0]:o[-1] + 1]
+            out.append(slice_track(t, idx, t.track_id if k == 0 else next_id))
+            next_id += k > 0
+    return out
+
+
+def slice_track(t: Track, idx, track_id=None) -> Track:
+    """Frames ``idx`` (consecutive indices into the track) of a track as a new Track."""
+    idx = np.asarray(idx)
+    g = lambda a: None if a is None else a[idx]
+    return Track(t.track_id if track_id is None else track_id, t.frames[idx], t.observed[idx], t.video,
+                 t.boxes[idx], t.scores[idx], kp2d=g(t.kp2d), kp2d_conf=g(t.kp2d_conf), layout2d=t.layout2d,
+                 kp3d=g(t.kp3d), layout3d=t.layout3d, kp3d_root_relative=t.kp3d_root_relative,
+                 rotmats=g(t.rotmats), transl=g(t.transl), betas=t.betas, side=t.side)
 
 
 def _refined_keypoints(track: Track, R, transl, obs, body):

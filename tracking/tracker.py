@@ -15,6 +15,8 @@ are refused (gating). A track is confirmed after ``n_init`` consecutive hits
 (so a one-frame false positive never becomes a track), lives through gaps of
 up to ``max_gap`` frames (re-identified when it reappears near its predicted
 place), and tracks shorter than ``min_length`` observed frames are dropped.
+At a shot cut (``cut()``, or ``cuts=[...]`` of :func:`track_detections`: frames that start
+a new shot) every live track ends: nobody is matched across a cut.
 """
 from __future__ import annotations
 
@@ -127,6 +129,11 @@ class HungarianTracker:
         gate = cfg.max_cost + cfg.lost_cost_growth * np.array([frame - t.last_frame - 1 for t in tracks])
         return cost, gate
 
+    def cut(self) -> None:
+        """A new shot starts with the next frame: end every live track (tentative ones are dropped)."""
+        self.finished += [t for t in self.live if t.confirmed]
+        self.live = []
+
     def update(self, frame_dets: FrameDetections) -> None:
         frame = int(frame_dets.frame)
         if frame <= self._last_frame:
@@ -192,9 +199,15 @@ class HungarianTracker:
         return out
 
 
-def track_detections(frames, video: VideoInfo, config: TrackerConfig | None = None, progress: bool = False) -> list:
-    """Track a sequence of :class:`FrameDetections` (any frames may be absent or empty) -> list of Track."""
+def track_detections(frames, video: VideoInfo, config: TrackerConfig | None = None, progress: bool = False,
+                     cuts=None) -> list:
+    """Track a sequence of :class:`FrameDetections` (any frames may be absent or empty) -> list of Track.
+
+    cuts: frames that start a new shot (``posebert_plug.cuts.detect_cuts``): no track continues
+    across one."""
     tr = HungarianTracker(config, video)
+    cuts = sorted(int(c) for c in (cuts or ()))
+    k = 0
     items = sorted(frames, key=lambda f: f.frame)
     for a, b in zip(items, items[1:]):
         if a.frame == b.frame:
@@ -204,5 +217,9 @@ def track_detections(frames, video: VideoInfo, config: TrackerConfig | None = No
         from tqdm import tqdm
         items = tqdm(items, desc="tracking", unit="frame")
     for f in items:
+        while k < len(cuts) and cuts[k] <= f.frame:
+            if cuts[k] > tr._last_frame:   # a cut between the previous frame fed and this one
+                tr.cut()
+            k += 1
         tr.update(f)
     return tr.tracks()
