@@ -120,12 +120,23 @@ class DefaultBodyModel(torch.nn.Module):
         pts = torch.cat([output.joints, output.vertices], dim=-2)
         return (pts[..., idx, :] * w.to(pts.dtype)[..., None]).sum(-2)
 
-    def pose_keypoints(self, rotmats, transl=None, layout="coco17") -> torch.Tensor:
+    def pose_keypoints(self, rotmats, transl=None, layout="coco17", bone_scale=None) -> torch.Tensor:
         """Keypoints (..., K, 3) straight from a pose, skinning only the vertices the
-        layout's regressor uses (fast enough for training batches)."""
+        layout's regressor uses (fast enough for training batches).
+
+        bone_scale: optional (..., J) factor on the rest length of the bone ending at each joint
+        (broadcast over the pose's batch dimensions; the root's entry is ignored): another body's
+        proportions, for training augmentation. Surface keypoints move with their joints' scale."""
         rotmats, transl = _check_pose(rotmats, transl, self.num_joints)
         name = get_skeleton(layout).name
         rest = self.rest_joints.to(rotmats.dtype)
+        if bone_scale is not None:
+            bone_scale = bone_scale.to(rotmats.dtype)
+            pos = [None] * self.num_joints
+            for j, p in enumerate(self.parents):
+                pos[j] = rest[j].expand(*bone_scale.shape[:-1], 3) if p < 0 else \
+                    pos[p] + (rest[j] - rest[p]) * bone_scale[..., j, None]
+            rest = torch.stack(pos, dim=-2)
         joints, G = forward_kinematics(rotmats, rest, self.parents, transl)
         if name == self.joint_layout:
             return joints
@@ -140,6 +151,10 @@ class DefaultBodyModel(torch.nn.Module):
             b = torch.einsum("kv,vj,vjc->kjc", rw, Wv, v[:, None, :] - self.rest_joints.double()[None])
             self._subsets[name] = (a.float(), b.float())
         a, b = self._subsets[name]
+        if bone_scale is not None:   # (..., K, J, 3): offsets from a joint scale with its bone
+            b = b.to(G.dtype) * bone_scale[..., None, :, None]
+            return torch.einsum("kj,...jc->...kc", a.to(joints.dtype), joints) + \
+                torch.einsum("...jcd,...kjd->...kc", G, b)
         return torch.einsum("kj,...jc->...kc", a.to(joints.dtype), joints) + \
             torch.einsum("...jcd,kjd->...kc", G, b.to(G.dtype))
 

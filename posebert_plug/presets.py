@@ -159,6 +159,8 @@ def build_training_batch(preset, rot6d, transl_world, body, g, corrupt: bool = T
     heavy = (torch.rand(B, generator=g) < aug.heavy_frac) if body_aug else torch.zeros(B, dtype=torch.bool)
     swap = synth._u(g, (B,), 0.0, aug.swap_frac) * (torch.rand(B, generator=g) < 1 / 3) * ~clean \
         if body_aug else torch.zeros(B)
+    # the observed person's proportions (inputs only: targets stay on the model's body)
+    scale = synth.bone_scales(g, B, aug.proportions) if body_aug and aug.proportions > 0 else None
 
     def noise(shape, hi):
         """Gaussian or (for ``heavy`` windows) Student-t noise, per-window scale U(0, hi) * level.
@@ -180,13 +182,13 @@ def build_training_batch(preset, rot6d, transl_world, body, g, corrupt: bool = T
             Rin = synth.swap_limbs(Rin, swap, g, conj=synth.MIRROR_X) if swap.any() else Rin
         else:
             Rin = R
-        joints = body.pose_keypoints(Rin, tr, "smpl24")
+        joints = body.pose_keypoints(Rin, tr, "smpl24", bone_scale=scale)
         kp2d = project(joints)
         if corrupt:
             kp2d = kp2d + noise(kp2d.shape, 0.01 * noise_scale)
         out["x"] = features.smpl_features(rotmat_to_6d(Rin), kp2d)
         return out
-    kp = body.pose_keypoints(R, tr, p.layout)                     # (B, T, K, 3) camera frame
+    kp = body.pose_keypoints(R, tr, p.layout, **({"bone_scale": scale} if scale is not None else {}))
     K = kp.shape[-2]
     if corrupt:
         frac = synth._u(g, (B,), 0.0, 0.1) * (torch.rand(B, generator=g) < 0.5) * ~clean

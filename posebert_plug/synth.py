@@ -160,6 +160,9 @@ class Augment:
     swap_frac: largest fraction of frames with left/right arms or legs swapped, on a third of
         the noisy windows.
     depth_jitter: 3D keypoint presets: largest relative error of the keypoints' depth scale.
+    proportions: body proportions of the observed person: bone lengths scaled by a global factor in
+        1 +- 1.5 p (height) times one factor in 1 +- p per limb group (legs, arms, trunk); the
+        targets stay on the model's own body, so the model learns to map other bodies onto it.
     """
     mirror: float = 0.5
     speed: tuple = (0.5, 2.0)
@@ -171,12 +174,13 @@ class Augment:
     heavy_frac: float = 0.3
     swap_frac: float = 0.1
     depth_jitter: float = 0.15
+    proportions: float = 0.1
 
     @classmethod
     def none(cls) -> "Augment":
         """The shipped models' training distribution before these augmentations (for comparisons)."""
         return cls(mirror=0.0, speed=(1.0, 1.0), rig_deg=0.0, pitch=(-0.1, 0.6), roll_deg=0.0, depth=(2.0, 20.0),
-                   clean_frac=0.0, heavy_frac=0.0, swap_frac=0.0, depth_jitter=0.0)
+                   clean_frac=0.0, heavy_frac=0.0, swap_frac=0.0, depth_jitter=0.0, proportions=0.0)
 
 
 MIRROR_X = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))   # reflection of the body frame's X (its left-right)
@@ -186,6 +190,19 @@ RIG_JOINTS = (13, 14, 16, 17, 20, 21, 1, 2, 7, 8, 10, 11)
 # left/right SMPL-24 limb joints: (left, right) pairs of arms and legs, swapped by estimator failures
 ARM_PAIRS = ((13, 14), (16, 17), (18, 19), (20, 21), (22, 23))
 LEG_PAIRS = ((1, 2), (4, 5), (7, 8), (10, 11))
+
+
+BONE_GROUPS = {"legs": (1, 2, 4, 5, 7, 8, 10, 11), "arms": (13, 14, 16, 17, 18, 19, 20, 21, 22, 23),
+               "trunk": (3, 6, 9, 12, 15)}
+
+
+def bone_scales(g, B: int, p: float) -> torch.Tensor:
+    """Per-window SMPL-24 bone-length factors (B, 1, 24) for ``DefaultBodyModel.pose_keypoints``
+    (see ``Augment.proportions``); ones when p == 0."""
+    s = _u(g, (B, 1), 1 - 1.5 * p, 1 + 1.5 * p).expand(B, 24).clone()
+    for joints in BONE_GROUPS.values():
+        s[:, list(joints)] *= _u(g, (B, 1), 1 - p, 1 + p)
+    return s[:, None]
 
 
 def smpl_flip_index() -> torch.Tensor:

@@ -187,6 +187,9 @@ def main(argv=None):
                     help="largest fraction of frames with left/right limbs swapped (on a third of noisy windows)")
     ap.add_argument("--depth-jitter", type=float, default=d.depth_jitter,
                     help="3D keypoint presets: largest relative error of the keypoints' depth scale")
+    ap.add_argument("--proportions", type=float, default=d.proportions,
+                    help="body proportions of the observed person: bone lengths x (1 +- 1.5 p) globally and "
+                         "x (1 +- p) per limb group")
     args = ap.parse_args(argv)
     try:
         speed = tuple(float(v) for v in args.speed.split(","))
@@ -201,7 +204,8 @@ def main(argv=None):
     aug = synth.Augment.none() if args.augment == "off" else synth.Augment(
         mirror=args.mirror, speed=speed, rig_deg=args.rig_deg, pitch=(-0.1, math.radians(args.pitch_max)),
         roll_deg=args.roll_deg, depth=(2.0, args.depth_max), clean_frac=args.clean_frac,
-        heavy_frac=args.heavy_frac, swap_frac=args.swap_frac, depth_jitter=args.depth_jitter)
+        heavy_frac=args.heavy_frac, swap_frac=args.swap_frac, depth_jitter=args.depth_jitter,
+        proportions=args.proportions)
     try:
         mix = tuple(float(v) for v in args.mask_mix.split(","))
     except ValueError:

@@ -295,3 +295,19 @@ def test_an_amass_folder_is_accepted_unchanged_and_split_by_subject(tmp_path):
                 performers.setdefault(str(p), set()).add(split)
     assert len(performers) == 7 and all(len(v) == 1 for v in performers.values())
     assert json.loads((tmp_path / "cache" / "manifest.json").read_text())["frames"]["train"] > 0
+
+
+def test_proportions_change_the_observed_body_not_the_targets():
+    from posebert_plug.body_model import DefaultBodyModel
+    from posebert_plug.presets import build_training_batch
+    r6, tr = _motion(B=4, T=8)
+    body = DefaultBodyModel()
+    kw = dict(mirror=0.0, rig_deg=0.0, clean_frac=1.0)
+    a = build_training_batch("kp2d-coco17", r6, tr, body, torch.Generator().manual_seed(0),
+                             aug=synth.Augment(proportions=0.0, **kw))
+    b = build_training_batch("kp2d-coco17", r6, tr, body, torch.Generator().manual_seed(0),
+                             aug=synth.Augment(proportions=0.1, **kw))
+    assert torch.equal(a["rotmats"], b["rotmats"]) and torch.equal(a["transl"], b["transl"])
+    assert not torch.allclose(a["x"], b["x"])
+    s = synth.bone_scales(torch.Generator().manual_seed(0), 1000, 0.1)
+    assert 0.85 * 0.9 - 1e-6 <= float(s.min()) and float(s.max()) <= 1.15 * 1.1 + 1e-6
