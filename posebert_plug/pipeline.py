@@ -258,21 +258,50 @@ class Pipeline:
                                     side=t.side))
         return out
 
-    def baseline(self, tracks, video, name="savgol"):
-        """Per-track baseline on the estimator's own outputs: dict track_id -> dict of arrays."""
+    def body_model(self):
+        from .body_model import load_body_model
+        return load_body_model("smpl" if self.smpl_dir else "default", model_dir=self.smpl_dir)
+
+    def per_frame_bodies(self, tracks, video) -> dict:
+        """The input as a body, frame by frame, for tracks with 2D keypoints only: ``kp2d-coco17`` on one
+        frame at a time (no temporal context) fitted to that frame's keypoints (no smoothness):
+        track_id -> (rotmats (N, 24, 3, 3), transl (N, 3)). What Savitzky-Golay smooths, so that it is
+        compared with PoseBERT on the same body representation."""
+        from .refine import refine_tracks
+        todo = [t for t in tracks if t.rotmats is None and t.kp2d is not None and t.kp3d is None and t.side is None]
+        if not todo:
+            return {}
+        out = refine_tracks(todo, model="kp2d-coco17" if self.preset == "auto" else self.preset, window=1, stride=1,
+                            device=self.device, dropped=[], fit_2d=self.fit_2d,
+                            fit_options={"w_smooth": 0.0, "w_transl_smooth": 0.0})
+        return {r.track_id: (r.rotmats, r.transl) for r in out}
+
+    def baseline(self, tracks, video, name="savgol", per_frame=None):
+        """Per-track baseline on the estimator's own outputs: dict track_id -> dict of arrays
+        (``rotmats``/``transl``: the baseline body; ``input_rotmats``/``input_transl``: the input as a
+        body; ``kp2d``: the baseline on the 2D keypoints)."""
         from . import baselines as B
+        if per_frame is None:
+            per_frame = self.per_frame_bodies(tracks, video)
         out = {}
         for t in tracks:
             if t.num_observed == 0:
                 continue
             d = {}
-            if t.rotmats is not None:
-                ok = t.observed & np.isfinite(t.rotmats).all((1, 2, 3))
+            rot, tr = t.rotmats, t.transl
+            if rot is None and t.track_id in per_frame:
+                rot, tr = per_frame[t.track_id]
+                d["input_rotmats"], d["input_transl"] = rot, tr
+            if rot is not None:
+                from tracking.evidence import usable_frames
+                ok = t.observed & np.isfinite(rot).all((1, 2, 3))
+                if t.rotmats is None:
+                    ok &= usable_frames(t)
                 if ok.any():
-                    d["rotmats"] = B.savgol_rotations(np.nan_to_num(t.rotmats), ok) if name == "savgol" else \
-                        B.nearest_fill(t.rotmats, ok)
-                    if t.transl is not None:
-                        d["transl"] = B.savgol(np.nan_to_num(t.transl), ok)
+                    d["rotmats"] = B.savgol_rotations(np.nan_to_num(rot), ok) if name == "savgol" else \
+                        B.nearest_fill(rot, ok)
+                    if tr is not None:
+                        d["transl"] = B.savgol(np.nan_to_num(tr), ok) if name == "savgol" else B.nearest_fill(tr, ok)
             if t.kp2d is not None:
                 ok = t.observed & np.isfinite(t.kp2d).all((1, 2))
                 if ok.any():
@@ -352,7 +381,8 @@ class Pipeline:
         kept = {r.track_id for r in refined}
         tracks = [t for t in tracks if t.track_id in kept]
         t = time.time()
-        base = {name: self.baseline(tracks, video, name) for name in self.baselines}
+        per_frame = self.per_frame_bodies(tracks, video) if (self.render or self.plots) else {}
+        base = {name: self.baseline(tracks, video, name, per_frame) for name in self.baselines}
         self.timings["baseline"] = time.time() - t
         summary = write_outputs(self, stage, video_path, video, frames, tracks, refined, base)
         self.timings["total"] = time.time() - t0

@@ -107,10 +107,61 @@ def implausible_frames(r, video) -> np.ndarray:
         return ~finite | ~(z >= MIN_DEPTH_M) | (z > MAX_DEPTH_M) | off
 
 
-def check_plausibility(p, refined, video) -> dict:
+GHOST_HEIGHT_RATIO = 2.0   # a projected body taller than this many times its detection box is not that person
+
+
+def _boxes_over(r, track):
+    """(N, 4) detection boxes of the track over the refined track's frames, interpolated across gaps
+    (NaN where the track has none, or outside its span)."""
+    out = np.full((len(r), 4), np.nan)
+    if track is None or track.boxes is None:
+        return out
+    ok = track.observed & np.isfinite(track.boxes).all(1)
+    if not ok.any():
+        return out
+    from .baselines import interpolate
+    b = interpolate(np.nan_to_num(track.boxes.astype(np.float64)), ok)
+    j = np.asarray(r.frames) - int(track.frames[0])
+    inside = (j >= 0) & (j < len(track))
+    out[inside] = b[j[inside]]
+    return out
+
+
+def ghost_frames(r, track, video) -> np.ndarray:
+    """(N,) bool: frames whose projected body (SMPL-24 joints, hands: hand joints) is more than
+    ``GHOST_HEIGHT_RATIO`` times taller than the track's detection box there (interpolated in gaps),
+    or lies entirely outside the frame: a mesh there would not be on the person."""
+    uv = _project(np.asarray(r.joints, np.float64), video)
+    bad = ~np.isfinite(uv).all((1, 2))
+    uv = np.nan_to_num(uv)
+    x0, y0 = uv[..., 0].min(1), uv[..., 1].min(1)
+    x1, y1 = uv[..., 0].max(1), uv[..., 1].max(1)
+    outside = (x1 < 0) | (x0 > video.width) | (y1 < 0) | (y0 > video.height)
+    box = _boxes_over(r, track)
+    h = box[:, 3] - box[:, 1]
+    with np.errstate(invalid="ignore"):
+        tall = np.isfinite(h) & (y1 - y0 > GHOST_HEIGHT_RATIO * np.maximum(h, 1.0))
+    if getattr(r, "side", None):   # hands: a hand box is the hand; keep only the outside test
+        tall[:] = False
+    return bad | outside | tall
+
+
+def check_plausibility(p, refined, video, tracks=None, ghosts: dict | None = None) -> dict:
     """Warn about implausible translations and replace NaN body shapes by the default (zeros);
-    returns {track_id: (N,) bool} of the frames not to draw."""
+    with ``tracks``, also hide and report ghost frames (:func:`ghost_frames`) into ``ghosts``
+    ({track_id: count}); returns {track_id: (N,) bool} of the frames not to draw."""
     hidden = {}
+    tr_by = {t.track_id: t for t in (tracks or ())}
+    for r in refined:
+        if tracks is not None:
+            g = ghost_frames(r, tr_by.get(r.track_id), video)
+            if g.any():
+                if ghosts is not None:
+                    ghosts[int(r.track_id)] = int(g.sum())
+                p._warn(f"track {r.track_id}: {int(g.sum())} of {len(r)} frames project the body more than "
+                        f"{GHOST_HEIGHT_RATIO:g}x taller than its detection box or outside the frame; those frames "
+                        "are written but not drawn")
+                hidden[r.track_id] = g
     for r in refined:
         what = "hand" if getattr(r, "side", None) else "person"
         bad = implausible_frames(r, video)
@@ -119,7 +170,7 @@ def check_plausibility(p, refined, video) -> dict:
             p._warn(f"track {r.track_id}: {int(bad.sum())} of {len(r)} frames put the {what} where the camera cannot "
                     f"see it, e.g. ({x:.0f}, {y:.0f}, {z:.0f}) m (behind it, more than {MAX_DEPTH_M:.0f} m away or far "
                     "outside the image; an upside-down or mis-scaled input?); those frames are written but not drawn")
-            hidden[r.track_id] = bad
+            hidden[r.track_id] = bad | hidden.get(r.track_id, False)
         if r.betas is not None and not np.isfinite(r.betas).all():
             p._warn(f"track {r.track_id}: the estimator's body shape (betas) is not finite; "
                     "the default shape (zeros) is written instead")
@@ -130,7 +181,8 @@ def check_plausibility(p, refined, video) -> dict:
 def write_outputs(p, stage, video_path, video, frames, tracks, refined, base) -> dict:
     from .body_model import load_body_model
     body = load_body_model("smpl" if p.smpl_dir else "default", model_dir=p.smpl_dir)
-    hidden = check_plausibility(p, refined, video)
+    ghosts = {}
+    hidden = check_plausibility(p, refined, video, tracks, ghosts)
     timings = p.timings
     t = time.time()
     save_tracks(os.path.join(stage, "results.npz"), refined, video)
@@ -148,7 +200,7 @@ def write_outputs(p, stage, video_path, video, frames, tracks, refined, base) ->
         t = time.time()
         write_plots(stage, video, tracks, refined, base, body)
         timings["plots"] = time.time() - t
-    return {"people": len(refined), "tracks": [{"id": int(r.track_id), "frames": int(len(r)),
+    return {"people": len(refined), "ghost_frames": {str(k): v for k, v in ghosts.items()}, "tracks": [{"id": int(r.track_id), "frames": int(len(r)),
                                                 "observed": int(r.observed.sum()), "filled": int((~r.observed).sum()),
                                                 "preset": r.preset} for r in refined]}
 
@@ -186,13 +238,30 @@ def render_videos(p, stage, video_path, video, tracks, refined, base, body, hidd
                 by_frame.setdefault(int(f), []).append((r, i))
     tr_by_id = {t.track_id: t for t in tracks}
     W, H = video.width, video.height
-    hw, hh = (W // 2) - (W // 2) % 2, (H // 2) - (H // 2) % 2
+    W2, H2 = W - W % 2, H - H % 2     # the encoder wants even sizes
     overlay = VideoWriter(os.path.join(stage, "overlay.mp4"), W, H, video.fps)
-    sbs = VideoWriter(os.path.join(stage, "side_by_side.mp4"), 3 * hw, hh, video.fps) if p.side_by_side else None
+    # side_by_side.mp4: a 2x2 grid of full-resolution panels: the detections as given | the input as a
+    # body | Savitzky-Golay of that body | PoseBERT, all bodies drawn the same way (meshes, or
+    # skeletons with --skeleton-only).
+    sbs = VideoWriter(os.path.join(stage, "side_by_side.mp4"), 2 * W2, 2 * H2, video.fps) if p.side_by_side else None
     sg = base.get("savgol", {})
     total = video.num_frames or None
     if p.max_frames:
         total = min(total or p.max_frames, p.max_frames)
+
+    def draw_bodies(img, items):
+        """items: [(rotmats (24, 3, 3), transl (3,), colour)] -> the frame with their meshes (or skeletons)."""
+        if not items:
+            return img
+        Rm = torch.as_tensor(np.stack([m[0] for m in items])).float()
+        Tm = torch.as_tensor(np.stack([m[1] for m in items])).float()
+        if renderer is None:
+            J = body.pose_keypoints(Rm, Tm, "smpl24").numpy()
+            return _draw_skeletons(img, [(_project(J[k], video), np.ones(24), "smpl24", items[k][2])
+                                         for k in range(len(items))])
+        o = body(Rm, Tm)
+        return renderer.render(img, [(o.vertices[k].numpy(), body.faces, items[k][2]) for k in range(len(items))], f_px)
+
     try:
         for idx, img in tqdm(iter_frames(video_path, stop=p.max_frames), total=total, desc="render", unit="frame",
                              disable=not p.progress):
@@ -215,41 +284,31 @@ def render_videos(p, stage, video_path, video, tracks, refined, base, body, hidd
                                      track_colour(r.track_id)) for kp, r in skel])
             overlay.write(ours)
             if sbs is not None:
-                inp, smo = img, img
-                in_meshes, sg_meshes, skel_in, skel_sg = [], [], [], []
+                in_bodies, sg_bodies, skel_in = [], [], []
                 for r, i in items:
                     t = tr_by_id.get(r.track_id)
                     j = int(r.frames[i] - t.frames[0]) if t is not None else -1
                     if t is None or not (0 <= j < len(t)):
                         continue
                     col = track_colour(r.track_id)
-                    if t.rotmats is not None:
-                        if t.observed[j] and np.isfinite(t.rotmats[j]).all() and t.transl is not None:
-                            in_meshes.append((t.rotmats[j], t.transl[j], col))
-                        s = sg.get(t.track_id, {})
-                        if "rotmats" in s and "transl" in s:
-                            sg_meshes.append((s["rotmats"][j], s["transl"][j], col))
-                    elif t.kp2d is not None:   # skeletons are drawn on the half-size panels
-                        if t.observed[j]:
-                            skel_in.append((t.kp2d[j] / 2, t.kp2d_conf[j], t.layout2d, col))
-                        s = sg.get(t.track_id, {})
-                        if "kp2d" in s:
-                            skel_sg.append((s["kp2d"][j] / 2, np.ones(len(s["kp2d"][j])), t.layout2d, col))
-                for panel, ms in ((0, in_meshes), (1, sg_meshes)):
-                    if ms and renderer is not None:
-                        Rm = torch.as_tensor(np.stack([m[0] for m in ms])).float()
-                        Tm = torch.as_tensor(np.stack([m[1] for m in ms])).float()
-                        o = body(Rm, Tm)
-                        mm = [(o.vertices[k].numpy(), body.faces, ms[k][2]) for k in range(len(ms))]
-                        if panel == 0:
-                            inp = renderer.render(inp, mm, f_px)
-                        else:
-                            smo = renderer.render(smo, mm, f_px)
-                panels = []
-                for x, skels, name in ((inp, skel_in, "input estimator"), (smo, skel_sg, "Savitzky-Golay"),
-                                       (ours, [], "PoseBERT")):
-                    panels.append(_label(_draw_skeletons(_half(x, hw, hh), skels, radius=1), name))
-                sbs.write(np.concatenate(panels, 1))
+                    s = sg.get(t.track_id, {})
+                    if t.kp2d is not None and t.observed[j]:
+                        skel_in.append((t.kp2d[j], t.kp2d_conf[j], t.layout2d, col))
+                    if getattr(r, "side", None):
+                        continue   # hands: the input skeleton only
+                    R_in = t.rotmats if t.rotmats is not None else s.get("input_rotmats")
+                    T_in = t.transl if t.rotmats is not None else s.get("input_transl")
+                    if R_in is not None and T_in is not None and t.observed[j] and np.isfinite(R_in[j]).all() \
+                            and np.isfinite(T_in[j]).all():
+                        in_bodies.append((R_in[j], T_in[j], col))
+                    if "rotmats" in s and "transl" in s:
+                        sg_bodies.append((s["rotmats"][j], s["transl"][j], col))
+                cells = [_label(_draw_skeletons(img, skel_in), "input: detections"),
+                         _label(draw_bodies(img, in_bodies), "input as a body (per frame)"),
+                         _label(draw_bodies(img, sg_bodies), "Savitzky-Golay of that body"),
+                         _label(ours, "PoseBERT")]
+                cells = [c[:H2, :W2] for c in cells]
+                sbs.write(np.concatenate([np.concatenate(cells[:2], 1), np.concatenate(cells[2:], 1)], 0))
         overlay.close()
         if sbs is not None:
             sbs.close()
@@ -261,7 +320,7 @@ def render_videos(p, stage, video_path, video, tracks, refined, base, body, hidd
 
 
 def _half(img, w, h):
-    """Half resolution by 2x2 subsampling (a comparison panel; no filtering cost)."""
+    """Half resolution by 2x2 subsampling (bench/e2e.py's panels; no filtering cost)."""
     return img[: 2 * h: 2, : 2 * w: 2]
 
 

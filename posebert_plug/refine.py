@@ -406,6 +406,9 @@ def refine_tracks(detections, model="auto", device="auto", window: int | None = 
                 R = _trust_input(t, R, obs)
             if align_2d and get_preset(preset).kind == "kp2d" and not extra_frames:
                 transl = align_translation_2d(R, transl, t, obs.numpy(), ref.body, fn, get_preset(preset).layout)
+            if fit_2d and get_preset(preset).kind == "kp2d" and not extra_frames:
+                R, transl = fit_track_2d(t, R, transl, obs.numpy(), ref.body, fn, get_preset(preset).layout,
+                                         fit_options)
             if t.side == "left":
                 R, transl = mirror_x(R, transl)
             joints = ref.body_for(preset, t.side).pose_keypoints(R, transl, get_preset(preset).loss_layout)
@@ -565,6 +568,25 @@ def align_translation_2d(R, transl, track: Track, observed, body, f_norm, layout
         interpolate(corr, ok)
     corr = np.where(ok[:, None], corr, interpolate(corr, ok))
     return transl + torch.as_tensor(corr, dtype=transl.dtype)
+
+
+def fit_track_2d(track: Track, R, transl, observed, body, f_norm, layout, options=None):
+    """:func:`posebert_plug.fit2d.fit_to_keypoints` on a track's own 2D keypoints (pixels);
+    ``options``: a :class:`~posebert_plug.fit2d.FitOptions` or a dict of its fields."""
+    from .fit2d import FitOptions, fit_to_keypoints
+    if isinstance(options, dict) or options is None:
+        options = FitOptions(**(options or {}))
+    src, dst = mapping(track.layout2d, layout)
+    n, K = len(track), get_skeleton(layout).num_joints
+    uv = np.zeros((len(R), K, 2))
+    c = np.zeros((len(R), K))
+    uv[:n, dst] = np.nan_to_num(track.kp2d[:, src])
+    c[:n, dst] = np.nan_to_num(track.kp2d_conf[:, src]) * np.isfinite(track.kp2d[:, src]).all(-1)
+    o = np.zeros(len(R), bool)
+    o[:n] = np.asarray(observed[:n], bool)
+    v = track.video
+    f_px = f_norm * max(v.width, v.height) / 2
+    return fit_to_keypoints(R, transl, uv, c, o, body, layout, f_px, (v.width / 2, v.height / 2), options)
 
 
 def _upsample_factor(video, model_fps):

@@ -1,0 +1,164 @@
+"""Issue 21: faithful on real video (bad tracks dropped, shot cuts, evidence, 2D fit, self-describing results)."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import needs_shared, shared_path
+from posebert_plug.types import Detection, FrameDetections, Track, VideoInfo
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+V = VideoInfo(640, 480, 30.0)
+TEMPLATE = np.array([[0, -80], [-5, -85], [5, -85], [-10, -82], [10, -82], [-20, -60], [20, -60], [-28, -35],
+                     [28, -35], [-30, -10], [30, -10], [-12, 0], [12, 0], [-12, 40], [12, 40], [-12, 80], [12, 80]], float)
+
+
+def person(frame, cx, cy, scale=1.0, conf=0.9, tid=None, head_only=False):
+    kp = TEMPLATE * scale + [cx, cy]
+    c = np.full(17, conf)
+    if head_only:   # head and shoulders: nose, eyes, shoulders seen, the rest cut off by the frame
+        c[[3, 4]] = 0.0
+        c[7:] = 0.0
+    return Detection(frame, box=[cx - 35 * scale, cy - 90 * scale, cx + 35 * scale, cy + 85 * scale], score=0.9,
+                     kp2d=kp, kp2d_conf=c, layout2d="coco17", track_id=tid)
+
+
+def walk(tid, frames, x0=200, conf=0.9, **kw):
+    return Track.from_detections(tid, [person(f, x0 + 2 * f, 260, conf=conf, **kw) for f in frames], V)
+
+
+# ---- 1. one bad track never kills a run ------------------------------------------------------------
+def test_refine_tracks_drops_an_unusable_track_and_keeps_the_others():
+    from posebert_plug import refine_tracks
+    good, bad = walk(0, range(20)), walk(1, range(20), x0=400, conf=0.1)
+    with pytest.raises(ValueError, match="track 1: no usable observation"):
+        refine_tracks([good, bad], fit_2d=False)
+    dropped = []
+    out = refine_tracks([good, bad], dropped=dropped, fit_2d=False)
+    assert [r.track_id for r in out] == [0]
+    assert dropped == [{"id": 1, "reason": dropped[0]["reason"]}] and "no usable observation" in dropped[0]["reason"]
+
+
+def _rtmlib_file(path, people):
+    """people: list of (frames, conf, head_only); one track id per person."""
+    T = max(max(f) for f, _, _ in people) + 1
+    kp = np.zeros((T, len(people), 17, 2), np.float32)
+    sc = np.zeros((T, len(people), 17), np.float32)
+    for p, (frames, conf, head_only) in enumerate(people):
+        for f in frames:
+            d = person(f, 150 + 200 * p + f, 250, conf=conf, head_only=head_only)
+            kp[f, p], sc[f, p] = d.kp2d, d.kp2d_conf
+    np.savez(path, keypoints=kp, scores=sc, track_ids=np.tile(np.arange(len(people)), (T, 1)))
+
+
+@pytest.fixture(scope="module")
+def grey_video(tmp_path_factory):
+    from adapters.video import VideoWriter
+    p = tmp_path_factory.mktemp("v") / "grey.mp4"
+    with VideoWriter(p, V.width, V.height, 30) as w:
+        for i in range(24):
+            w.write(np.full((V.height, V.width, 3), 90 + i, np.uint8))
+    return p
+
+
+def test_pipeline_writes_the_good_tracks_and_lists_the_dropped_ones(tmp_path, grey_video):
+    from posebert_plug.pipeline import Pipeline
+    _rtmlib_file(tmp_path / "k.npz", [(range(24), 0.9, False), (range(24), 0.9, True), (range(2, 5), 0.9, False)])
+    p = Pipeline(estimator="rtmlib", estimator_output=str(tmp_path / "k.npz"), render=False, plots=False, bvh=False,
+                 progress=False, cuts="none")
+    summary = p.run(str(grey_video), str(tmp_path / "out"))
+    assert [t["id"] for t in summary["tracks"]] == [0]
+    reasons = {d["id"]: d["reason"] for d in summary["dropped_tracks"]}
+    assert "no usable observation" in reasons[1]          # head and shoulders: 5 keypoints
+    assert "too little evidence" in reasons[2]            # 3 frames
+    saved = json.load(open(tmp_path / "out" / "summary.json"))
+    assert saved["dropped_tracks"] == summary["dropped_tracks"]
+    assert any("track 1 dropped" in w for w in saved["warnings"])
+
+
+def test_nobody_left_is_exit_3(tmp_path, grey_video):
+    from posebert_plug.cli import refine_main
+    _rtmlib_file(tmp_path / "k.npz", [(range(24), 0.9, True)])
+    code = refine_main([str(grey_video), "--estimator", "rtmlib", "--estimator-output", str(tmp_path / "k.npz"),
+                        "--out", str(tmp_path / "out"), "--no-render", "--quiet", "--cuts", "none"])
+    assert code == 3
+    assert not (tmp_path / "out" / "results.npz").exists()
+
+
+def test_person_detector_on_a_hand_close_up_does_not_crash(tmp_path):
+    """examples/hand_clip.mp4 through YOLO-pose: no person (or a track without usable keypoints): exit 0 or 3."""
+    from posebert_plug.cli import refine_main
+    code = refine_main([os.path.join(ROOT, "examples", "hand_clip.mp4"), "--estimator", "yolo", "--max-frames", "12",
+                        "--out", str(tmp_path / "out"), "--no-render", "--quiet", "--min-observed", "5"])
+    assert code in (0, 3)
+
+
+# ---- 2. shot cuts ------------------------------------------------------------------------------------
+def test_tracker_ends_every_track_at_a_cut():
+    from tracking import track_detections
+    frames = [FrameDetections(f, [person(f, 200 + 2 * f, 260)]) for f in range(40)]
+    assert len(track_detections(frames, V)) == 1
+    tracks = track_detections(frames, V, cuts=[20])
+    assert [(int(t.frames[0]), int(t.frames[-1])) for t in tracks] == [(0, 19), (20, 39)]
+    # a cut on a frame with no detections still ends the track
+    frames = [FrameDetections(f, [person(f, 200 + 2 * f, 260)]) for f in range(40) if not 18 <= f < 23]
+    tracks = track_detections(frames, V, cuts=[20])
+    assert [(int(t.frames[0]), int(t.frames[-1])) for t in tracks] == [(0, 17), (23, 39)]
+
+
+def test_refine_tracks_splits_at_cuts_and_fills_nothing_across():
+    from posebert_plug import refine_tracks
+    t = walk(3, [f for f in range(40) if not 15 <= f < 25])     # a gap across the cut at 20
+    out = refine_tracks([t], cuts=[20], fit_2d=False)
+    spans = sorted((int(r.frames[0]), int(r.frames[-1]), r.track_id) for r in out)
+    assert spans == [(0, 14, 3), (25, 39, 4)]
+
+
+def _compile(tmp_path, segments):
+    from posebert_plug.cuts import write_compilation
+    return write_compilation(tmp_path / "comp.mp4", segments, (384, 288), 10.0)
+
+
+def test_cuts_found_on_a_compilation_of_the_bundled_clips(tmp_path):
+    from posebert_plug.cuts import detect_cuts
+    demo, hand = os.path.join(ROOT, "examples", "vtest_clip.mp4"), os.path.join(ROOT, "examples", "hand_clip.mp4")
+    known = _compile(tmp_path, [(demo, 0, 10, None), (hand, 0, 8, None), (demo, 40, 10, "mirror"),
+                                (demo, 80, 10, "zoom")])
+    assert known == [10, 18, 28]
+    assert detect_cuts(tmp_path / "comp.mp4") == known
+
+
+@needs_shared
+def test_cuts_found_on_a_compilation_of_vtest(tmp_path):
+    from posebert_plug.cuts import detect_cuts
+    vtest = shared_path("data", "video", "vtest.avi")
+    known = _compile(tmp_path, [(vtest, 0, 12, None), (vtest, 300, 12, "mirror"), (vtest, 600, 12, "reverse"),
+                                (vtest, 100, 12, "zoom")])
+    assert detect_cuts(tmp_path / "comp.mp4") == known == [12, 24, 36]
+    assert detect_cuts(vtest, stop=60) == []     # one shot: no cut inside
+
+
+# ---- 3. evidence before filling ---------------------------------------------------------------------
+def test_evidence_drops_weak_tracks_and_splits_long_gaps():
+    from tracking.evidence import EvidenceConfig, vet_tracks
+    v = VideoInfo(640, 480, 10.0)
+    ok = Track.from_detections(0, [person(f, 200, 260) for f in range(30)], v)
+    short = Track.from_detections(1, [person(f, 400, 260) for f in range(4)], v)
+    gappy = Track.from_detections(2, [person(f, 300, 260) for f in list(range(10)) + list(range(25, 40))], v)
+    tiny = Track.from_detections(3, [person(f, 100, 100, scale=0.05) for f in range(30)], v)
+    wide = Track.from_detections(4, [Detection(f, box=[10, 10, 300, 60], score=0.9, kp2d=TEMPLATE * 0.2 + [150, 35],
+                                               layout2d="coco17") for f in range(30)], v)
+    kept, dropped, split = vet_tracks([ok, short, gappy, tiny, wide], v, cuts=[36])
+    reasons = {d["id"]: d["reason"] for d in dropped}
+    assert sorted(reasons) == [1, 3, 4, 6]            # 6: gappy's piece 36..39 after the cut (4 frames)
+    assert "too little evidence" in reasons[1] and "too small" in reasons[3] and "implausible box" in reasons[4]
+    assert split == [{"id": 2, "into": [2, 5, 6], "reason": split[0]["reason"]}]
+    assert "gap of 15 frames" in split[0]["reason"] and "shot cut at frame 36" in split[0]["reason"]
+    spans = sorted((t.track_id, int(t.frames[0]), int(t.frames[-1])) for t in kept)
+    assert spans == [(0, 0, 29), (2, 0, 9), (5, 25, 35)]
+    assert all(t.observed[0] and t.observed[-1] for t in kept)     # nothing extrapolated past the evidence
+    # configurable: a 2-second fill keeps gappy whole up to the cut
+    kept, _, split = vet_tracks([gappy], v, config=EvidenceConfig(max_fill_seconds=2.0))
+    assert len(kept) == 1 and len(kept[0]) == 40 and not split
