@@ -318,16 +318,18 @@ class RefinedTrack:
         return json.dumps({k: _jsonable(v) for k, v in self.to_dict().items()})
 
 
-def save_tracks(path, tracks: list, video: VideoInfo | None = None) -> None:
+def save_tracks(path, tracks: list, video: VideoInfo | None = None, meta: dict | None = None) -> None:
     """Write RefinedTracks to ``.npz`` (keys ``track<i>_<field>``, exact float32) or ``.json``
     (floats rounded to :data:`JSON_DECIMALS` decimals: 1e-5 for rotation entries, 0.01 mm for
-    metres; one track per line), atomically."""
+    metres; one track per line), atomically. ``meta``: a JSON-able dict describing the file
+    (written first in the JSON, as the JSON string ``meta`` in the npz)."""
     path = os.fspath(path)
     tmp = path + ".part"
     if path.endswith(".json"):
         # One track at a time: the whole result as Python lists would cost GBs on long videos.
         with open(tmp, "w") as f:
-            f.write('{"video": ' + json.dumps(video.to_dict() if video else None) + ', "tracks": [')
+            f.write(('{"meta": ' + json.dumps(meta) + ', ' if meta is not None else '{') +
+                    '"video": ' + json.dumps(video.to_dict() if video else None) + ', "tracks": [')
             for i, t in enumerate(tracks):
                 f.write((",\n" if i else "") + json.dumps({k: _jsonable(v, JSON_DECIMALS) for k, v in t.to_dict().items()},
                                                           separators=(",", ":")))
@@ -336,6 +338,8 @@ def save_tracks(path, tracks: list, video: VideoInfo | None = None) -> None:
         arrays = {"num_tracks": np.array(len(tracks))}
         if video is not None:
             arrays["video"] = np.array(json.dumps(video.to_dict()))
+        if meta is not None:
+            arrays["meta"] = np.array(json.dumps(meta))
         for i, t in enumerate(tracks):
             for k, v in t.to_dict().items():
                 arrays[f"track{i}_{k}"] = np.asarray(v)
