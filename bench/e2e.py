@@ -13,7 +13,13 @@ of every person's 3D pose are scored against the motion that drove the render:
 - (a) per-frame lifting: the ``kp2d-coco17`` model fed one frame at a time (no temporal
   context; frames the detector missed inside a track are slerp-interpolated);
 - (b) nearest-fill + Savitzky-Golay (window 31, order 2) of (a) over each track;
-- (c) PoseBERT: ``kp2d-coco17`` with its temporal window over each track.
+- (c) PoseBERT: ``kp2d-coco17`` with its temporal window over each track (PoseBERT's own pose,
+  translation aligned to the 2D keypoints);
+- (d) PoseBERT + 2D fit: (c) then pose and translation fitted to the keypoints
+  (``posebert_plug.fit2d``, what ``posebert-refine`` writes).
+
+``--raised N`` adds N scenes seen from a raised camera (pitch 0.6 rad, about 35 degrees down,
+like a street camera: vtest.avi) scored apart.
 
 Tracks are matched to ground-truth people by box IoU >= 0.5 (the person a track
 overlaps most). Errors are over every ground-truth frame where the person is visible
@@ -86,7 +92,7 @@ def per_person_estimates(tracks, refined, gt, owner, T):
 
 
 def lift_single_frame(tracks, video, model="kp2d-coco17"):
-    return refine_tracks(tracks, model=model, window=1, stride=1, video=video)
+    return refine_tracks(tracks, model=model, window=1, stride=1, video=video, fit_2d=False)
 
 
 def savgol_of(outs):
@@ -103,9 +109,13 @@ def savgol_of(outs):
     return sm
 
 
-def run_scene(cache, seed, people, T, tmp, timing, cached=None, model="kp2d-coco17"):
+METHODS = ("(a) per-frame lifting", "(b) nearest-fill + SG", "(c) PoseBERT", "(d) PoseBERT + 2D fit")
+RAISED_PITCH = 0.6
+
+
+def run_scene(cache, seed, people, T, tmp, timing, cached=None, model="kp2d-coco17", pitch=None):
     """cached: this scene's detections from --detections (skips rendering and YOLO)."""
-    cfg = SceneConfig(people=people, frames=T, seed=seed)
+    cfg = SceneConfig(people=people, frames=T, seed=seed, **({} if pitch is None else {"pitch": pitch}))
     scene = generate_scene(cache, cfg, BODY)
     path = os.path.join(tmp, f"scene{seed}.mp4")
     if cached is not None:
@@ -122,10 +132,14 @@ def run_scene(cache, seed, people, T, tmp, timing, cached=None, model="kp2d-coco
     tracks = track_detections(frames, cfg.video)
     timing["track"] += time.time() - t0
     t0 = time.time()
-    pb = refine_tracks(tracks, model=model, video=cfg.video) if tracks else []
+    pb = refine_tracks(tracks, model=model, video=cfg.video, fit_2d=False) if tracks else []
     timing["refine"] += time.time() - t0
+    t0 = time.time()
+    fit = refine_tracks(tracks, model=model, video=cfg.video, fit_2d=True) if tracks else []
+    timing["fit"] = timing.get("fit", 0.0) + time.time() - t0
     single = lift_single_frame(tracks, cfg.video, model) if tracks else []
-    outs = {"(a) per-frame lifting": single, "(b) nearest-fill + SG": savgol_of(single), "(c) PoseBERT": pb}
+    outs = {"(a) per-frame lifting": single, "(b) nearest-fill + SG": savgol_of(single), "(c) PoseBERT": pb,
+            "(d) PoseBERT + 2D fit": fit}
     owner = match_tracks(tracks, scene.gt)
     return scene, frames, tracks, outs, owner, path
 
@@ -186,6 +200,8 @@ def main(argv=None):
     ap.add_argument("--detections", metavar="JSON", help="reuse detections saved by --save-detections "
                     "(no rendering or YOLO: re-scores tracking and refinement in seconds)")
     ap.add_argument("--checkpoint", help="a kp2d-coco17 model.pt instead of the shipped weights")
+    ap.add_argument("--raised", type=int, default=0, metavar="N",
+                    help=f"also N scenes from a raised camera (pitch {RAISED_PITCH} rad), reported apart")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     cache = MotionCache(os.path.join(args.cache, "val.npz"))
@@ -196,11 +212,23 @@ def main(argv=None):
     saved = _load_detections(args.detections) if args.detections else {}
     to_save = {}
     plan = DEFAULT_SCENES[:args.scenes] + [(s, 1 + s % 4) for s in range(len(DEFAULT_SCENES), args.scenes)]
+    raised = [(100 + s, people) for s, people in DEFAULT_SCENES[:args.raised]]
+    totals_raised = {}
     timing = dict.fromkeys(("render", "detect", "track", "refine"), 0.0)
     os.makedirs(args.out, exist_ok=True)
     totals, mot_gt, mot_ours, mot_byte, det_hits, det_vis = {}, [], [], [], 0, 0
     t_start = time.time()
     with tempfile.TemporaryDirectory() as tmp:
+        for seed, people in raised:
+            scene, frames, tracks, outs, owner, path = run_scene(cache, seed, people, args.frames, tmp, timing,
+                                                                 saved.get(seed), model, pitch=RAISED_PITCH)
+            to_save[seed] = frames
+            est = per_person_estimates(tracks, outs, scene.gt, owner, args.frames)
+            for method, a in score(est, scene.gt, args.frames).items():
+                tot = totals_raised.setdefault(method, {})
+                for k, v in a.items():
+                    tot[k] = tot.get(k, 0) + v if not isinstance(v, list) else tot.get(k, []) + v
+            print(f"raised-camera scene (seed {seed}, {people} people): {len(tracks)} tracks", flush=True)
         for n, (seed, people) in enumerate(plan):
             scene, frames, tracks, outs, owner, path = run_scene(cache, seed, people, args.frames, tmp, timing,
                                                                  saved.get(seed), model)
@@ -234,7 +262,7 @@ def main(argv=None):
              f"- detection rate (visible ground-truth people with a YOLO box at IoU >= 0.5): "
              f"{100 * det_hits / max(det_vis, 1):.1f}% of {det_vis}",
              f"- time: render {timing['render']:.0f} s, detect {timing['detect']:.0f} s, track {timing['track']:.1f} s, "
-             f"PoseBERT refine {timing['refine']:.1f} s\n",
+             f"PoseBERT refine {timing['refine']:.1f} s, 2D fit {timing.get('fit', 0.0):.1f} s\n",
              "| tracker | MOTA | IDF1 | ID switches | fragmentations |", "|---|---|---|---|---|"]
     for name, s in (("ours (Hungarian)", mo), ("ultralytics ByteTrack (same detections)", mb)):
         lines.append(f"| {name} | {100 * s['mota']:.1f} | {100 * s['idf1']:.1f} | {int(s['num_switches'])} | "
@@ -248,9 +276,21 @@ def main(argv=None):
                 s = evaluate(mot_gt[sl], hyp[sl])
                 lines.append(f"| {part} | {name} | {100 * s['mota']:.1f} | {100 * s['idf1']:.1f} | "
                              f"{int(s['num_switches'])} |")
-    lines += ["", "| method | MPJPE | PA-MPJPE | Accel | root transl. err | MPJPE on missed frames | frames (missed) | coverage |",
-              "|---|---|---|---|---|---|---|---|"]
-    for method in ("(a) per-frame lifting", "(b) nearest-fill + SG", "(c) PoseBERT"):
+    lines += method_table(totals)
+    if totals_raised:
+        lines += ["", f"raised camera (pitch {RAISED_PITCH} rad), {len(raised)} scenes:", ""] + method_table(totals_raised)
+    text = "\n".join(lines)
+    print(text)
+    with open(os.path.join(args.out, "e2e.md"), "w") as f:
+        f.write(text + "\n")
+    plot(totals, os.path.join(args.out, "e2e.png"))
+    return 0
+
+
+def method_table(totals):
+    lines = ["", "| method | MPJPE | PA-MPJPE | Accel | root transl. err | MPJPE on missed frames | frames (missed) | coverage |",
+             "|---|---|---|---|---|---|---|---|"]
+    for method in METHODS:
         a = totals[method]
         cat = lambda k: np.concatenate(a[k]) if a[k] else np.zeros(0)
         accel = sum(a["acc"]) / max(a["acc_n"], 1)
@@ -258,12 +298,7 @@ def main(argv=None):
         lines.append(f"| {method} | {cat('err').mean():.1f} | {cat('pa').mean():.1f} | {accel:.1f} | "
                      f"{cat('tr').mean():.0f} | {miss.mean() if len(miss) else float('nan'):.1f} | "
                      f"{a['n']} ({a['missed']}) | {100 * a['n'] / max(a['vis'], 1):.1f}% |")
-    text = "\n".join(lines)
-    print(text)
-    with open(os.path.join(args.out, "e2e.md"), "w") as f:
-        f.write(text + "\n")
-    plot(totals, os.path.join(args.out, "e2e.png"))
-    return 0
+    return lines
 
 
 def _save_detections(path, by_seed):
@@ -295,7 +330,7 @@ def plot(totals, path):
     names = list(totals)
     for k, (key, title) in enumerate((("err", "MPJPE (mm), all covered frames"), ("miss_err", "MPJPE (mm), missed frames"))):
         vals = [np.concatenate(totals[m][key]).mean() if totals[m][key] else 0 for m in names]
-        ax[k].bar(range(len(names)), vals, color=["tab:gray", "tab:orange", "tab:blue"])
+        ax[k].bar(range(len(names)), vals, color=["tab:gray", "tab:orange", "tab:blue", "tab:green"][:len(names)])
         ax[k].set_xticks(range(len(names)), [m.split(") ")[1] for m in names], fontsize=7)
         ax[k].set_title(title, fontsize=9)
     fig.tight_layout()
@@ -319,7 +354,7 @@ def side_by_side(scene, frames, tracks, outs, path):
             inp = _draw_skeletons(img, [(d.kp2d, d.kp2d_conf, "coco17", (1.0, 1.0, 1.0))
                                         for d in by_frame.get(t, []) if d.kp2d is not None], radius=3)
             panels.append(_label(_half(inp, hw, hh), "YOLO-pose input"))
-            for name in ("(b) nearest-fill + SG", "(c) PoseBERT"):
+            for name in ("(b) nearest-fill + SG", "(d) PoseBERT + 2D fit"):
                 meshes = []
                 for k, o in enumerate(outs[name]):
                     i = t - int(o.frames[0])

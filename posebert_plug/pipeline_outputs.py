@@ -184,6 +184,7 @@ def write_outputs(p, stage, video_path, video, frames, tracks, refined, base) ->
     ghosts = {}
     hidden = check_plausibility(p, refined, video, tracks, ghosts)
     timings = p.timings
+    bvh_files = []
     t = time.time()
     meta = results_meta(p, video, refined)
     save_tracks(os.path.join(stage, "results.npz"), refined, video, meta=meta)
@@ -191,7 +192,7 @@ def write_outputs(p, stage, video_path, video, frames, tracks, refined, base) ->
     timings["write_results"] = time.time() - t
     if p.bvh:
         t = time.time()
-        write_bvh_tracks(os.path.join(stage, "bvh"), refined, body, video.fps, p.mano_dir)
+        bvh_files = write_bvh_tracks(os.path.join(stage, "bvh"), refined, body, video.fps, p.mano_dir)
         timings["bvh"] = time.time() - t
     if p.render:
         t = time.time()
@@ -201,7 +202,8 @@ def write_outputs(p, stage, video_path, video, frames, tracks, refined, base) ->
         t = time.time()
         write_plots(stage, video, tracks, refined, base, body)
         timings["plots"] = time.time() - t
-    return {"people": len(refined), "ghost_frames": {str(k): v for k, v in ghosts.items()}, "tracks": [{"id": int(r.track_id), "frames": int(len(r)),
+    return {"people": len(refined), "ghost_frames": {str(k): v for k, v in ghosts.items()},
+            "bvh": bvh_files if p.bvh else [], "tracks": [{"id": int(r.track_id), "frames": int(len(r)),
                                                 "observed": int(r.observed.sum()), "filled": int((~r.observed).sum()),
                                                 "preset": r.preset} for r in refined]}
 
@@ -249,7 +251,10 @@ def results_meta(p, video, refined) -> dict:
 
 
 def write_bvh_tracks(folder, refined, body, fps, mano_dir=None):
-    """One BVH per track: SMPL-24 skeleton for bodies, MANO-16 for hands; Y-up world, metres."""
+    """One BVH per track: SMPL-24 skeleton for bodies, MANO-16 for hands; Y-up world, metres. Named
+    ``track_<id>_frame_<first video frame>.bvh`` (the BVH's frame 0 is that video frame); returns
+    [{"file", "track", "first_frame", "frames", "fps"}]."""
+    written = []
     from .mocap.bvh import write_bvh
     os.makedirs(folder, exist_ok=True)
     model_for = ModelsByTrack(body, mano_dir)
@@ -259,8 +264,15 @@ def write_bvh_tracks(folder, refined, body, fps, mano_dir=None):
         R = r.rotmats.astype(np.float64).copy()
         R[:, 0] = R_CAM @ R[:, 0]                  # camera frame -> Y-up world
         root = (r.transl.astype(np.float64) + rest[0]) @ R_CAM.T
-        write_bvh(os.path.join(folder, f"track_{r.track_id:03d}.bvh"), list(m.skeleton.joints), list(m.skeleton.parents),
-                  rest, R, root, fps=fps)
+        name = bvh_name(r.track_id, int(r.frames[0]))
+        write_bvh(os.path.join(folder, name), list(m.skeleton.joints), list(m.skeleton.parents), rest, R, root, fps=fps)
+        written.append({"file": f"bvh/{name}", "track": int(r.track_id), "first_frame": int(r.frames[0]),
+                        "frames": int(len(r)), "fps": float(fps)})
+    return written
+
+
+def bvh_name(track_id: int, first_frame: int) -> str:
+    return f"track_{int(track_id):03d}_frame_{int(first_frame):06d}.bvh"
 
 
 def render_videos(p, stage, video_path, video, tracks, refined, base, body, hidden=None):
@@ -392,14 +404,24 @@ def write_plots(stage, video, tracks, refined, base, body):
     for k, r in enumerate(shown):
         ax = axes[k, 0]
         t = tr_by_id.get(r.track_id)
-        ours = _project(r.joints, video)      # camera-frame joints (SMPL-24, or hand-21 for hands)
+        s = sg.get(r.track_id, {})
+        same_kp = t is not None and t.kp2d is not None and t.layout2d == "coco17" and not getattr(r, "side", None)
+        if same_kp:   # the body's own COCO-17 keypoints, compared with the detected ones
+            ours = _project(body.pose_keypoints(torch.as_tensor(r.rotmats).float(), torch.as_tensor(r.transl).float(),
+                                                "coco17").numpy(), video)
+        else:
+            ours = _project(r.joints, video)      # camera-frame joints (SMPL-24, or hand-21 for hands)
         if len(r) >= 3:
             ax.plot(r.frames[1:-1], accel(ours), label="PoseBERT", lw=1)
         if t is not None and len(t) >= 3:
             if t.kp2d is not None:
                 ax.plot(t.frames[1:-1], accel(np.where(t.observed[:, None, None], t.kp2d, np.nan)), label="input", lw=0.8, alpha=0.7)
-                if "kp2d" in sg.get(t.track_id, {}):
-                    ax.plot(t.frames[1:-1], accel(sg[t.track_id]["kp2d"]), label="Savitzky-Golay", lw=0.8)
+                if same_kp and "rotmats" in s and "transl" in s:
+                    kp = body.pose_keypoints(torch.as_tensor(s["rotmats"]).float(), torch.as_tensor(s["transl"]).float(),
+                                             "coco17").numpy()
+                    ax.plot(t.frames[1:-1], accel(_project(kp, video)), label="Savitzky-Golay (body)", lw=0.8)
+                elif "kp2d" in s:
+                    ax.plot(t.frames[1:-1], accel(s["kp2d"]), label="Savitzky-Golay", lw=0.8)
             elif t.rotmats is not None and t.transl is not None:
                 J = body.pose_keypoints(torch.as_tensor(np.nan_to_num(t.rotmats)).float(),
                                         torch.as_tensor(np.nan_to_num(t.transl)).float(), "smpl24").numpy()

@@ -77,7 +77,7 @@ def test_hybrik_end_to_end(tmp_path, grey_video):
     r = _cli(grey_video, "--estimator", "hybrik", "--estimator-output", tmp_path / "res.pk", "--out", out)
     assert r.returncode == 0, r.stderr[-3000:]
     for f in ("results.npz", "results.json", "overlay.mp4", "side_by_side.mp4", "jitter_and_gaps.png",
-              "summary.json", "bvh/track_000.bvh"):
+              "summary.json", "bvh/track_000_frame_000000.bvh"):
         assert (out / f).exists(), f
     assert not [p for p in os.listdir(out) if p.startswith(".partial")]
     tracks = load_tracks(out / "results.npz")
@@ -90,7 +90,7 @@ def test_hybrik_end_to_end(tmp_path, grey_video):
     assert "| 0 | 12 | 12 | 0 | smpl |" in r.stdout
     # The BVH export reads back through our own reader.
     from posebert_plug import load_motion
-    m = load_motion(out / "bvh" / "track_000.bvh", fps=30)
+    m = load_motion(out / "bvh" / "track_000_frame_000000.bvh", fps=30)
     assert m.num_frames == 12
     assert np.abs(m.rotmats[:, 1:] - tracks[0].rotmats[:, 1:]).max() < 1e-4
     from adapters.video import probe

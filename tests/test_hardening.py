@@ -382,13 +382,13 @@ def test_staging_folders_of_dead_runs_are_removed(tmp_path, grey_video):
 def test_a_run_replaces_the_previous_runs_outputs_and_nothing_else(tmp_path, grey_video):
     res, out = _hybrik_res(tmp_path / "res.pk"), tmp_path / "out"
     _fast(res, render=True, skeleton_only=True, side_by_side=False, bvh=True).run(grey_video, out)
-    assert (out / "overlay.mp4").exists() and (out / "bvh" / "track_000.bvh").exists()
+    assert (out / "overlay.mp4").exists() and (out / "bvh" / "track_000_frame_000000.bvh").exists()
     (out / "notes.txt").write_text("mine")                    # the user's files
     (out / "mine").mkdir()
     (out / "mine" / "x.txt").write_text("mine too")
     (out / "bvh" / "keep.txt").write_text("mine as well")
     _fast(res).run(grey_video, out)                           # --no-render, no BVH
-    assert not (out / "overlay.mp4").exists() and not (out / "bvh" / "track_000.bvh").exists()
+    assert not (out / "overlay.mp4").exists() and not (out / "bvh" / "track_000_frame_000000.bvh").exists()
     assert (out / "notes.txt").read_text() == "mine" and (out / "mine" / "x.txt").exists()
     assert (out / "bvh" / "keep.txt").exists()
     manifest = json.loads((out / ".posebert-manifest.json").read_text())
