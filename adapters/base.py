@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import warnings
 import zipfile
 
@@ -134,7 +135,10 @@ def frame_indices(values, path, what="frame index", max_frame=MAX_FRAME) -> np.n
 
 
 def one_frame_index(value, path, what="frame index") -> int:
-    return int(frame_indices([value], path, what)[0])
+    a = frame_indices([value], path, what)
+    if a.size != 1:   # [] or [1, 2] where one number belongs
+        raise AdapterError(f"{path}: {what} must be one number, got {a.size}")
+    return int(a[0])
 
 
 def robust_focal(focal, path="") -> float:
@@ -161,6 +165,13 @@ def relative_scores(scores, floor=0.0):
     return np.clip(np.nan_to_num(s, nan=0.0), 0.0, 1.0)
 
 
+def brief(e: BaseException) -> str:
+    """An exception as one short line for a message: library errors can span lines (torch's
+    weights_only advice) or quote kilobytes of the file (pickle)."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(e)).split())   # no terminal colour codes either
+    return f"{type(e).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
+
+
 def load_json(path, max_bytes=MAX_JSON_BYTES):
     """Parse a JSON file, refusing huge files and deep nesting (Python's parser recurses per level)."""
     try:
@@ -177,7 +188,7 @@ def load_json(path, max_bytes=MAX_JSON_BYTES):
     except RecursionError:   # the C parser recurses once per level and stops cleanly at the limit
         raise AdapterError(f"{path}: JSON nested too deeply to be an estimator file") from None
     except ValueError as e:
-        raise AdapterError(f"{path}: not readable JSON ({str(e)[:200]})") from None
+        raise AdapterError(f"{path}: not readable JSON ({brief(e)})") from None
 
 
 def load_npz(path, keys=None, max_bytes=MAX_ARRAY_BYTES) -> dict:
@@ -208,7 +219,7 @@ def load_npz(path, keys=None, max_bytes=MAX_ARRAY_BYTES) -> dict:
     except FileNotFoundError:
         raise AdapterError(f"{path}: no such file") from None
     except Exception as e:   # BadZipFile, truncated member (EOFError, zlib.error), bad header (ValueError), ...
-        raise AdapterError(f"{path}: not a readable .npz ({type(e).__name__}: {str(e)[:200]})") from None
+        raise AdapterError(f"{path}: not a readable .npz ({brief(e)})") from None
 
 
 def finish(dets, path, video, focal_px=None, notes=None) -> AdapterOutput:
@@ -232,6 +243,7 @@ def finish(dets, path, video, focal_px=None, notes=None) -> AdapterOutput:
             notes(f"{path} has detections up to frame {max(d.frame for d in late)}, but the video declares {n} "
                   f"frames: is it the output for this video? {len(late)} detections past its end are dropped")
             dets = [d for d in dets if d.frame < n]
+    dets = _one_layout(dets, path, notes)
     seen, kept, dup = set(), [], []
     for d in dets:
         key = (d.track_id, d.side, d.frame)
@@ -248,6 +260,32 @@ def finish(dets, path, video, focal_px=None, notes=None) -> AdapterOutput:
         notes(f"{path}: {far} of {len(kept)} detections lie well outside the {video.width}x{video.height} frame: "
               "another video, or keypoints at another resolution?")
     return AdapterOutput(group_by_frame(kept), focal_px=focal_px, warnings=notes.messages)
+
+
+def _one_layout(dets, path, notes) -> list:
+    """The detections of one file share one 2D and one 3D keypoint layout, since tracks stack them:
+    a detection without keypoints of a layout the others have gets them as missing (NaN 3D; 2D at
+    confidence 0), and detections in a minority layout are dropped with a warning."""
+    from posebert_plug.skeletons import get_skeleton
+    for kp, layout, dim in (("kp2d", "layout2d", 2), ("kp3d", "layout3d", 3)):
+        have = [getattr(d, layout) for d in dets if getattr(d, layout) is not None]
+        if not have:
+            continue
+        main = max(sorted(set(have)), key=have.count)
+        odd = [d for d in dets if getattr(d, layout) not in (None, main)]
+        if odd:
+            notes(f"{path}: {len(odd)} detections have {dim}D keypoints in another layout than the {main!r} of the "
+                  f"rest (frames {sorted({d.frame for d in odd})[:5]}) and are dropped")
+            dets = [d for d in dets if getattr(d, layout) in (None, main)]
+        K = get_skeleton(main).num_joints
+        for d in dets:
+            if getattr(d, layout) is None:
+                if dim == 2:
+                    d.kp2d, d.kp2d_conf = np.zeros((K, 2), np.float32), np.zeros(K, np.float32)
+                else:
+                    d.kp3d = np.full((K, 3), np.nan, np.float32)
+                setattr(d, layout, main)
+    return dets
 
 
 def _far_outside(det, video, focal_px=None) -> bool:
@@ -271,14 +309,25 @@ def require(d, key, path, shape=None):
     if not isinstance(d, dict) or key not in d:
         have = sorted(map(str, d.keys())) if isinstance(d, dict) else type(d).__name__
         raise AdapterError(f"{path}: missing key {key!r} (has: {have})")
-    try:
-        a = np.asarray(d[key], dtype=np.float64)
-    except (TypeError, ValueError):
-        raise AdapterError(f"{path}: {key!r} is not numeric") from None
+    a = numeric(d[key], path, repr(key))
     if shape is not None and (a.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, a.shape))):
         pat = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
         raise AdapterError(f"{path}: {key!r} must have shape {pat}, got {a.shape}")
     return a
+
+
+def numeric(value, path, what) -> np.ndarray:
+    """``value`` as a float64 array, or AdapterError naming the file when it is not numbers (strings,
+    ragged lists, objects)."""
+    try:
+        a = np.asarray(value)
+        if a.dtype.kind == "c":
+            raise AdapterError(f"{path}: {what} holds complex numbers")
+        return a.astype(np.float64)
+    except (TypeError, ValueError, OverflowError) as e:
+        if isinstance(e, AdapterError):
+            raise
+        raise AdapterError(f"{path}: {what} is not numeric") from None
 
 
 def fixed_focal_transl(transl: np.ndarray, focal: np.ndarray, f0: float) -> np.ndarray:

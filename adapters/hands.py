@@ -12,7 +12,8 @@ import os
 import numpy as np
 
 from posebert_plug.types import Detection, FrameDetections
-from .base import Adapter, AdapterError, Notes, finish, frame_indices, load_json, load_npz, one_frame_index, register
+from .base import (Adapter, AdapterError, Notes, finish, frame_indices, load_json, load_npz, numeric, one_frame_index,
+                   register)
 
 
 @register
@@ -88,13 +89,11 @@ class HandFileAdapter(Adapter):
             for inst in item["instances"]:
                 if not isinstance(inst, dict):
                     raise AdapterError(f"{path}: frame {frame}: an instance must be an object")
-                try:
-                    kp = np.asarray(inst.get("keypoints", []), float)
-                    sc = np.asarray(inst.get("keypoint_scores", np.ones(21)), float).reshape(-1)
-                    k3 = inst.get("keypoints_3d")
-                    k3 = None if k3 is None else np.asarray(k3, float)
-                except (TypeError, ValueError):
-                    raise AdapterError(f"{path}: frame {frame}: keypoints are not numbers") from None
+                where = f"frame {frame}: "
+                kp = numeric(inst.get("keypoints", []), path, where + "keypoints")
+                sc = numeric(inst.get("keypoint_scores", np.ones(21)), path, where + "keypoint_scores").reshape(-1)
+                k3 = inst.get("keypoints_3d")
+                k3 = None if k3 is None else numeric(k3, path, where + "keypoints_3d")
                 if kp.shape != (21, 2):
                     raise AdapterError(f"{path}: frame {frame}: keypoints must be (21, 2) pixels, got {kp.shape}")
                 if sc.shape != (21,):
@@ -118,18 +117,18 @@ class HandFileAdapter(Adapter):
         z = load_npz(path)
         if "kp2d" not in z and "kp3d" not in z:
             raise AdapterError(f"{path}: needs kp2d (N, 21, 2) and/or kp3d (N, 21, 3); has {sorted(z)}")
-        try:
-            k2 = np.asarray(z["kp2d"], float) if "kp2d" in z else None
-            k3 = np.asarray(z["kp3d"], float) if "kp3d" in z else None
-        except (TypeError, ValueError):
-            raise AdapterError(f"{path}: kp2d/kp3d are not numeric arrays") from None
-        n = len(k2) if k2 is not None else len(k3)
+        k2 = numeric(z["kp2d"], path, "kp2d") if "kp2d" in z else None
+        k3 = numeric(z["kp3d"], path, "kp3d") if "kp3d" in z else None
+        first = k2 if k2 is not None else k3
+        if first.ndim == 0:
+            raise AdapterError(f"{path}: kp2d/kp3d must be arrays (N, 21, 2) / (N, 21, 3), got one number")
+        n = len(first)
         for a, shape, name in ((k2, (n, 21, 2), "kp2d"), (k3, (n, 21, 3), "kp3d")):
             if a is not None and a.shape != shape:
                 raise AdapterError(f"{path}: {name} must have shape {shape}, got {a.shape}")
         frames = frame_indices(z["frame"], path, "frame") if "frame" in z else np.arange(n)
-        conf = np.asarray(z["conf"], float) if "conf" in z else np.ones((n, 21))
-        sides = [str(s) for s in np.asarray(z["side"]).reshape(-1)] if "side" in z else [None] * n
+        conf = numeric(z["conf"], path, "conf") if "conf" in z else np.ones((n, 21))
+        sides = _side_strings(z["side"], path) if "side" in z else [None] * n
         tids = frame_indices(z["track_id"], path, "track_id") if "track_id" in z else None
         if len(frames) != n or conf.shape != (n, 21) or len(sides) != n or (tids is not None and len(tids) != n):
             raise AdapterError(f"{path}: frame (N,), conf (N, 21), side (N,) and track_id (N,) must match kp2d/kp3d's "
@@ -163,6 +162,15 @@ def flat_hand_3d(kp2d):
     size = size[np.isfinite(size) & (size > 0)]
     s = HAND_SIZE_M / float(np.median(size)) if size.size else 0.0
     return np.concatenate([rel * s, np.zeros(rel.shape[:2] + (1,))], -1)
+
+
+def _side_strings(a, path) -> list:
+    """An .npz's side array -> str per entry; a text array holding code points beyond Unicode's
+    (a corrupt file) is refused before numpy builds strings from them."""
+    a = np.ascontiguousarray(a).reshape(-1)
+    if a.dtype.kind == "U" and a.size and a.view(np.uint32).max() > 0x10FFFF:
+        raise AdapterError(f"{path}: side must hold 'left'/'right' strings, not corrupt text")
+    return [str(s) for s in a]
 
 
 def _side(v, path, frame):

@@ -12,8 +12,8 @@ import re
 import numpy as np
 
 from posebert_plug.types import Detection
-from .base import (MAX_ARRAY_BYTES, Adapter, AdapterError, Notes, finish, frame_indices, load_json, load_npz,
-                   one_frame_index, register, relative_scores)
+from .base import (MAX_ARRAY_BYTES, Adapter, AdapterError, Notes, brief, finish, frame_indices, load_json,
+                   load_npz, numeric, one_frame_index, register, relative_scores)
 from .mmpose import body_layout, coco17_from, metres_from_bones
 
 
@@ -54,10 +54,7 @@ class AlphaPoseAdapter(Adapter):
         for n, r in enumerate(data):
             if not isinstance(r, dict) or "image_id" not in r or "keypoints" not in r:
                 raise AdapterError(f"{path}: row {n} lacks 'image_id'/'keypoints'")
-            try:
-                kp = np.asarray(r["keypoints"], float).reshape(-1)
-            except (TypeError, ValueError):
-                raise AdapterError(f"{path}: row {n}: keypoints are not numbers") from None
+            kp = numeric(r["keypoints"], path, f"row {n}: keypoints").reshape(-1)
             if kp.size % 3 or kp.size == 0:
                 raise AdapterError(f"{path}: row {n}: keypoints must hold 3 numbers (x, y, score) per keypoint")
             kp = kp.reshape(-1, 3)
@@ -73,7 +70,7 @@ class AlphaPoseAdapter(Adapter):
                 raise AdapterError(f"{path}: row {n}: score is not a number") from None
             box = r.get("box")
             if box is not None:
-                b = np.asarray(box, float).reshape(-1)
+                b = numeric(box, path, f"row {n}: box").reshape(-1)
                 if b.size != 4:
                     raise AdapterError(f"{path}: row {n}: box must be [x, y, w, h], got {b.size} numbers")
                 box = [b[0], b[1], b[0] + b[2], b[1] + b[3]]
@@ -134,10 +131,7 @@ class OpenPoseAdapter(Adapter):
             for n, person in enumerate(data["people"]):
                 if not isinstance(person, dict):
                     raise AdapterError(f"{f}: people[{n}] is not an object")
-                try:
-                    kp = np.asarray(person.get("pose_keypoints_2d", []), float).reshape(-1)
-                except (TypeError, ValueError):
-                    raise AdapterError(f"{f}: people[{n}]: pose_keypoints_2d are not numbers") from None
+                kp = numeric(person.get("pose_keypoints_2d", []), f, f"people[{n}]: pose_keypoints_2d").reshape(-1)
                 if kp.size == 0:
                     continue
                 if kp.size != 75:
@@ -180,7 +174,7 @@ class RTMLibAdapter(Adapter):
         d = load_npz(path)
         if "keypoints" not in d or "scores" not in d:
             raise AdapterError(f"{path}: needs 'keypoints' (T, P, K, 2) and 'scores' (T, P, K); has {sorted(d)}")
-        kp, sc = np.asarray(d["keypoints"], float), np.asarray(d["scores"], float)
+        kp, sc = numeric(d["keypoints"], path, "'keypoints'"), numeric(d["scores"], path, "'scores'")
         if kp.ndim == 3:
             kp, sc = kp[:, None], sc.reshape(len(sc), 1, -1) if sc.ndim == 2 else sc
         if kp.ndim != 4 or kp.shape[-1] != 2 or sc.shape != kp.shape[:3]:
@@ -233,7 +227,7 @@ class MotionBERTAdapter(Adapter):
             key = next((k for k in ("X3D", "kp3d", "keypoints_3d", "keypoints") if k in d), None)
             if key is None:
                 raise AdapterError(f"{path}: needs X3D or kp3d (T, 17, 3); has {sorted(d)}")
-            k3 = np.asarray(d[key], float)
+            k3 = numeric(d[key], path, repr(key))
             if "frame_ids" in d:
                 frames = frame_indices(d["frame_ids"], path, "frame_ids")
         else:
@@ -265,12 +259,12 @@ def _load_npy(path):
     try:
         a = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as e:
-        raise AdapterError(f"{path}: not a readable .npy array ({type(e).__name__}: {str(e)[:200]})") from None
+        raise AdapterError(f"{path}: not a readable .npy array ({brief(e)})") from None
     if not isinstance(a, np.ndarray):
         raise AdapterError(f"{path}: expected one .npy array (T, 17, 3)")
     if a.nbytes > MAX_ARRAY_BYTES:
         raise AdapterError(f"{path}: an array of shape {a.shape} is too large for an estimator file")
     try:
-        return np.array(a, dtype=np.float64)
-    except (TypeError, ValueError, OSError) as e:
-        raise AdapterError(f"{path}: not a numeric array ({e})") from None
+        return numeric(a, path, "the array")
+    except OSError as e:   # a memory-mapped file shorter than its header says
+        raise AdapterError(f"{path}: not a numeric array ({brief(e)})") from None

@@ -14,7 +14,7 @@ import numpy as np
 
 from posebert_plug.skeletons import get_skeleton, layout_for_count, to_coco17
 from posebert_plug.types import Detection
-from .base import (Adapter, AdapterError, Notes, finish, frame_indices, load_json, one_frame_index, register,
+from .base import (Adapter, AdapterError, Notes, finish, frame_indices, load_json, numeric, one_frame_index, register,
                    relative_scores)
 
 # Sum of the 16 H36M-17 bone lengths of the default body (T-pose), metres: the scale root-relative 3D
@@ -111,7 +111,7 @@ class MMPoseAdapter(Adapter):
     def _coco_rows(data, path):
         out = []
         for n, item in enumerate(data):
-            kp = np.asarray(item.get("keypoints", []), float).reshape(-1)
+            kp = numeric(item.get("keypoints", []), path, f"row {n}: keypoints").reshape(-1)
             if kp.size % 3:
                 raise AdapterError(f"{path}: row {n}: keypoints must hold 3 numbers (x, y, score) per keypoint")
             img = item["image_id"]
@@ -142,11 +142,8 @@ class MMPoseAdapter(Adapter):
     def _detection(self, frame, inst, where, path):
         if not isinstance(inst, dict):
             raise AdapterError(f"{path}: {where}an instance must be an object, got {type(inst).__name__}")
-        try:
-            kp = np.asarray(inst.get("keypoints", []), float)
-            sc = np.asarray(inst.get("keypoint_scores", np.ones(len(kp))), float).reshape(-1)
-        except (TypeError, ValueError):
-            raise AdapterError(f"{path}: {where}keypoints/keypoint_scores are not numbers") from None
+        kp = numeric(inst.get("keypoints", []), path, f"{where}keypoints")
+        sc = numeric(inst.get("keypoint_scores", np.ones(len(kp))), path, f"{where}keypoint_scores").reshape(-1)
         if kp.ndim != 2 or kp.shape[1] not in (2, 3) or len(kp) == 0:
             raise AdapterError(f"{path}: {where}keypoints must be K x [x, y] or 17 x [x, y, z], got {kp.shape}")
         if sc.shape != (len(kp),):
@@ -160,7 +157,7 @@ class MMPoseAdapter(Adapter):
             raise AdapterError(f"{path}: {where}bbox_score is not a number") from None
         box = inst.get("bbox")
         if box is not None:
-            box = np.asarray(box, float).reshape(-1)
+            box = numeric(box, path, f"{where}bbox").reshape(-1)
             if box.size != 4:
                 raise AdapterError(f"{path}: {where}bbox must be [[x1, y1, x2, y2]], got {box.size} numbers")
         score = float(np.clip(bs, 0, 1)) if np.isfinite(bs) else 0.0

@@ -27,6 +27,8 @@ import pickle
 
 import numpy as np
 
+from .base import AdapterError, brief as _brief
+
 __all__ = ["UnsafeFileError", "safe_pickle_load", "safe_joblib_load", "safe_load", "MAX_ARRAY_BYTES"]
 
 # No estimator output or body model holds an array near this; a file declaring more is
@@ -35,7 +37,7 @@ MAX_ARRAY_BYTES = 1 << 30
 MAX_DIMS = 32          # numpy's own limit is 64; real files use <= 4
 
 
-class UnsafeFileError(ValueError):
+class UnsafeFileError(AdapterError):
     """The file asks to build or call something that is not array or container reconstruction."""
 
 
@@ -368,9 +370,9 @@ def safe_pickle_load(path, stand_ins=None):
     except UnsafeFileError:
         raise
     except RecursionError:
-        raise ValueError(f"{path}: nested too deeply to be a data file") from None
+        raise AdapterError(f"{path}: nested too deeply to be a data file") from None
     except Exception as e:  # truncated or not a pickle
-        raise ValueError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
+        raise AdapterError(f"{path}: not a readable pickle ({_brief(e)})") from None
 
 
 def safe_joblib_load(path):
@@ -402,9 +404,9 @@ def safe_joblib_load(path):
     except UnsafeFileError:
         raise
     except RecursionError:
-        raise ValueError(f"{path}: nested too deeply to be a data file") from None
+        raise AdapterError(f"{path}: nested too deeply to be a data file") from None
     except Exception as e:
-        raise ValueError(f"{path}: not a readable joblib/pickle file ({type(e).__name__}: {e})") from None
+        raise AdapterError(f"{path}: not a readable joblib/pickle file ({_brief(e)})") from None
 
 
 def safe_load(path):

@@ -16,7 +16,7 @@ import torch
 from posebert_plug.rotations import rotvec_to_rotmat
 from posebert_plug.skeletons import to_coco17
 from posebert_plug.types import Detection
-from .base import (Adapter, AdapterError, Notes, finish, fixed_focal_transl, frame_indices, one_frame_index,
+from .base import (Adapter, AdapterError, Notes, brief, finish, fixed_focal_transl, frame_indices, one_frame_index,
                    register, require, robust_focal, warn_dropped)
 from .safe_load import safe_joblib_load
 
@@ -239,7 +239,7 @@ class PHALPAdapter(Adapter):
                 j = np.asarray(fr["3d_joints"][i], float).reshape(-1, 3)
                 if len(j) >= 25:
                     kp3d = j[:25] + cam
-        except (IndexError, TypeError, ValueError):
+        except (IndexError, KeyError, TypeError, ValueError):
             raise AdapterError(f"{where}: 2d_joints must be (90,) and 3d_joints (45, 3) per track") from None
         return kp2d, kp3d
 
@@ -319,8 +319,7 @@ class GVHMRAdapter(Adapter):
         try:
             d = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:   # not a torch file, truncated, or a class outside the tensor allow-list
-            raise AdapterError(f"{path}: not a GVHMR torch file loadable with weights_only=True "
-                               f"({type(e).__name__}: {str(e)[:200]})") from None
+            raise AdapterError(f"{path}: not a GVHMR torch file loadable with weights_only=True ({brief(e)})") from None
         if not isinstance(d, dict) or not isinstance(d.get("smpl_params_incam"), dict):
             have = sorted(map(str, d.keys())) if isinstance(d, dict) else type(d).__name__
             raise AdapterError(f"{path}: expected a dict with 'smpl_params_incam' and 'K_fullimg' (has: {have})")

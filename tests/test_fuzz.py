@@ -1,0 +1,371 @@
+"""Issue 19, item 7: fuzzing every file adapter with mutated valid files.
+
+Each valid fixture (tests/fixtures_estimators.py, one per format) is mutated at the byte level (flipped,
+truncated, inserted, deleted or overwritten bytes; for .npz and compressed joblib files also inside the
+zip member / zlib stream, so that the mutation gets past the CRC) and at the structure level (wrong
+types, NaN/inf, huge and negative numbers, missing and extra keys, extra nesting, reshaped, sliced or
+re-typed arrays), and read by its adapter. Every outcome must be one of
+
+- the adapter returns frames of the video that the pipeline's next step (tracking) accepts, or
+- it raises the input error the command line turns into exit 2 (``AdapterError`` / ``UnsafeFileError``)
+  with one line naming the file;
+
+never another exception (a traceback, exit 1), never a file left behind, and the whole loop runs in a
+child process whose data segment is capped at 2 GB (``RLIMIT_DATA``): one mutated number must not be
+able to allocate past it. A few mutated files also go through ``posebert-refine`` in-process: exit
+0, 2 or 3, no traceback, no staging folder left.
+
+Deterministic (``derandomize=True``, no example database), bounded examples per format; the file runs
+in well under two minutes on a 2-core CPU.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import warnings
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+import adapters
+from adapters import AdapterError, AdapterOutput, AdapterWarning, UnsafeFileError
+from fixtures_estimators import CASES, H, W, build, dump_structure, load_structure
+from posebert_plug.types import VideoInfo
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
+GB = 1 << 30
+MEMORY_LIMIT = 2 * GB
+BYTE_EXAMPLES = 30           # per format
+STRUCTURE_EXAMPLES = 45      # per format
+NUM_FRAMES = 40              # the video the files are read for
+
+
+def fuzz_settings(n):
+    return settings(max_examples=n, derandomize=True, deadline=None, database=None, print_blob=False, phases=[Phase.explicit, Phase.generate, Phase.shrink],
+                    suppress_health_check=list(HealthCheck))
+
+
+# ---- byte-level mutations ---------------------------------------------------------------------------
+TOKENS = [b"9" * 12, b"\xff" * 8, b"\x00" * 8, b"[", b"{", b"]", b"-", b"e999", b"NaN", b'"', b"1e308", b"\x80",
+          b"J\xff\xff\xff\x7f", b"(((", b"."]
+
+
+def mutate_bytes(data, raw: bytes) -> bytes:
+    """1-3 of: flip bits of a byte, truncate, insert random bytes, delete a run, overwrite with a token."""
+    b = bytearray(raw)
+    for _ in range(data.draw(st.integers(1, 3), label="byte ops")):
+        op = data.draw(st.sampled_from(["flip", "truncate", "insert", "delete", "overwrite"]), label="op")
+        pos = data.draw(st.integers(0, len(b)), label="position")
+        if op == "flip" and pos < len(b):
+            b[pos] ^= data.draw(st.integers(1, 255), label="mask")
+        elif op == "truncate":
+            del b[pos:]
+        elif op == "insert":
+            b[pos:pos] = data.draw(st.binary(min_size=1, max_size=8), label="inserted")
+        elif op == "delete":
+            del b[pos:pos + data.draw(st.integers(1, 16), label="deleted")]
+        elif op == "overwrite":
+            tok = data.draw(st.sampled_from(TOKENS), label="token")
+            b[pos:pos + len(tok)] = tok
+    return bytes(b)
+
+
+def byte_mutated_file(data, case, valid, dest):
+    """Write a byte-mutated copy of the valid file ``valid`` at ``dest`` (for a folder: of one of its files)."""
+    if case.kind == "json-folder":
+        shutil.copytree(valid, dest)
+        names = sorted(os.listdir(dest))
+        name = data.draw(st.sampled_from(names), label="file")
+        raw = open(os.path.join(dest, name), "rb").read()
+        open(os.path.join(dest, name), "wb").write(mutate_bytes(data, raw))
+        if data.draw(st.booleans(), label="rename"):   # the frame number is in the file name
+            new = data.draw(st.sampled_from(["clip_999999999999999_keypoints.json", "clip_keypoints.json",
+                                             "clip_-1_keypoints.json", "clip_000000000001_keypoints.json"]))
+            os.replace(os.path.join(dest, name), os.path.join(dest, new))
+        return
+    raw = open(valid, "rb").read()
+    inner = data.draw(st.booleans(), label="inside the container") if case.kind in ("npz", "joblib-z") else False
+    if inner and case.kind == "npz":           # a mutated member in a well-formed zip (valid CRC)
+        with zipfile.ZipFile(valid) as zf:
+            members = {n: zf.read(n) for n in zf.namelist()}
+        name = data.draw(st.sampled_from(sorted(members)), label="member")
+        members[name] = mutate_bytes(data, members[name])
+        with zipfile.ZipFile(dest, "w") as zf:
+            for n, content in members.items():
+                zf.writestr(n, content)
+        return
+    if inner:                                  # joblib compress=3: a zlib stream of the pickle
+        out = zlib.compress(mutate_bytes(data, zlib.decompress(raw)), 3)
+    else:
+        out = mutate_bytes(data, raw)
+    open(dest, "wb").write(out)
+
+
+# ---- structure-level mutations ----------------------------------------------------------------------
+SPECIALS = [None, "", "x", True, 0, -1, 0.5, math.nan, math.inf, -math.inf, 1e300, -1e300, 10 ** 12, -10 ** 12,
+            2 ** 63, 2 ** 70, [], {}, [[]], "left", "99999999999999.jpg", [1.0, 2.0], {"x": 1}]
+ARRAY_VALUES = [np.nan, np.inf, -np.inf, 1e308, -1e308, 1e12, -1.0, 0.0, 2.0 ** 40]
+ARRAY_OPS = ["set one", "set all", "astype", "ravel", "new axis", "last axis", "transpose", "empty", "first",
+             "head", "tail", "drop column", "double", "tolist"]
+DTYPES = ["int8", "int64", "bool", "complex128", "float16", "<U3", "object"]
+
+
+def mutate_array(data, a: np.ndarray):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # casts that overflow or drop imaginary parts: intended
+        return _mutate_array(data, a)
+
+
+def _mutate_array(data, a: np.ndarray):
+    op = data.draw(st.sampled_from(ARRAY_OPS), label="array op")
+    if op in ("set one", "set all"):
+        if a.size == 0 or a.dtype.kind not in "biufc":
+            return np.full(3, data.draw(st.sampled_from(ARRAY_VALUES)))
+        b = a.astype(np.float64) if a.dtype.kind in "biu" else a.copy()
+        v = data.draw(st.sampled_from(ARRAY_VALUES), label="value")
+        if op == "set all":
+            b[...] = v
+        else:
+            b.reshape(-1)[data.draw(st.integers(0, b.size - 1), label="element")] = v
+        return b
+    if op == "astype":
+        try:
+            return a.astype(data.draw(st.sampled_from(DTYPES), label="dtype"))
+        except (TypeError, ValueError, OverflowError):
+            return a
+    if op == "ravel":
+        return a.reshape(-1)
+    if op == "new axis":
+        return a[None]
+    if op == "last axis":
+        return a[..., None]
+    if op == "transpose":
+        return a.T
+    if a.ndim == 0:
+        return a.reshape(1)
+    if op == "empty":
+        return a[:0]
+    if op == "first":
+        return a[:1]
+    if op == "head":
+        return a[:max(1, len(a) - 1)]
+    if op == "tail":
+        return a[1:]
+    if op == "drop column":
+        return a[..., :-1] if a.ndim > 1 else a[:-1]
+    if op == "double":
+        return np.concatenate([a, a]) if a.size < 100_000 else a
+    return a.tolist()
+
+
+def mutate_tree(data, obj, depth=0):
+    """A copy of ``obj`` with one change somewhere below (containers along the path are copied)."""
+    container = isinstance(obj, (dict, list, tuple)) and len(obj) > 0
+    choices = (["descend"] * 3 if container and depth < 8 else []) + ["replace", "nest"]
+    if isinstance(obj, np.ndarray):
+        choices += ["array"] * 4
+    if isinstance(obj, (dict, list, tuple)):
+        choices += ["container"] * 2
+    action = data.draw(st.sampled_from(choices), label=f"action at depth {depth}")
+    if action == "descend":
+        keys = list(obj.keys()) if isinstance(obj, dict) else list(range(len(obj)))
+        k = data.draw(st.sampled_from(keys), label="child")
+        new = dict(obj) if isinstance(obj, dict) else list(obj)
+        new[k] = mutate_tree(data, obj[k], depth + 1)
+        return new if not isinstance(obj, tuple) else tuple(new)
+    if action == "replace":
+        return data.draw(st.sampled_from(SPECIALS), label="replacement")
+    if action == "nest":
+        how = data.draw(st.sampled_from(["list", "dict", "pair"]), label="nesting")
+        return [obj] if how == "list" else {"value": obj} if how == "dict" else (obj, obj)
+    if action == "array":
+        return mutate_array(data, obj)
+    # a change of the container itself
+    if isinstance(obj, dict):
+        op = data.draw(st.sampled_from(["delete", "extra", "rename", "int key", "empty"]), label="dict op")
+        new = dict(obj)
+        if op == "empty":
+            return {}
+        if op == "extra":
+            new["extra"] = data.draw(st.sampled_from(SPECIALS))
+            return new
+        if not obj:
+            return new
+        k = data.draw(st.sampled_from(list(obj.keys())), label="key")
+        v = new.pop(k)
+        if op == "rename":
+            new[f"{k}_"] = v
+        elif op == "int key":
+            new[len(new) + 7] = v
+        return new
+    op = data.draw(st.sampled_from(["delete", "duplicate", "append", "empty", "reverse"]), label="list op")
+    new = list(obj)
+    if op == "empty":
+        new = []
+    elif op == "append":
+        new.append(data.draw(st.sampled_from(SPECIALS)))
+    elif op == "reverse":
+        new.reverse()
+    elif new:
+        i = data.draw(st.integers(0, len(new) - 1), label="index")
+        if op == "delete":
+            del new[i]
+        else:
+            new.insert(i, new[i])
+    return tuple(new) if isinstance(obj, tuple) else new
+
+
+# ---- the property ----------------------------------------------------------------------------------
+def _listing(folder):
+    return sorted(os.path.relpath(os.path.join(d, n), folder) for d, _, names in os.walk(folder) for n in names + _)
+
+
+def check_read(adapter, path, video):
+    """Read ``path`` with ``adapter``: return "returned" or "refused", or fail the property.
+
+    Returned frames must be frames of the video, ordered, that the pipeline's tracking step accepts;
+    a refusal must be AdapterError/UnsafeFileError (exit 2) with one line naming the file. Nothing
+    may be written next to the file. Warnings other than AdapterWarning are returned (reported)."""
+    from posebert_plug.pipeline import Pipeline
+    folder = os.path.dirname(path)
+    before = _listing(folder)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            out = adapters.get(adapter)().read(path, video)
+        except (AdapterError, UnsafeFileError) as e:
+            message = str(e)
+            assert path in message, f"the error does not name the file: {message!r}"
+            assert "\n" not in message, f"the error is not one line: {message!r}"
+            outcome = "refused"
+        else:
+            assert isinstance(out, AdapterOutput), type(out)
+            frames = [fd.frame for fd in out]
+            assert all(isinstance(f, int) for f in frames) and frames == sorted(set(frames)), frames[:10]
+            assert all(0 <= f < video.num_frames for f in frames), frames[-5:]
+            assert all(d.frame == fd.frame for fd in out for d in fd.detections)
+            assert out.focal_px is None or (np.isfinite(out.focal_px) and out.focal_px > 0), out.focal_px
+            Pipeline(progress=False).track(out, out.video(video))   # what posebert-refine does next
+            outcome = "returned"
+    assert _listing(folder) == before, "files were left next to the input"
+    others = sorted({f"{w.category.__name__}: {w.message}"[:160] for w in caught
+                     if not issubclass(w.category, AdapterWarning)})
+    return outcome, others
+
+
+def fuzz_case(name, workdir, byte_examples=BYTE_EXAMPLES, structure_examples=STRUCTURE_EXAMPLES):
+    """Run both fuzzers on one format; returns counts of outcomes and the non-adapter warnings seen."""
+    case = CASES[name]
+    video = VideoInfo(W, H, 30, num_frames=NUM_FRAMES)
+    valid_dir = os.path.join(workdir, name, "valid")
+    os.makedirs(valid_dir)
+    valid = build(case, valid_dir)
+    structure = load_structure(case, valid)
+    example_dir = os.path.join(workdir, name, "example")
+    stats = {"returned": 0, "refused": 0, "warnings": set()}
+
+    def run(write):
+        shutil.rmtree(example_dir, ignore_errors=True)
+        os.makedirs(example_dir)
+        path = os.path.join(example_dir, case.file)
+        write(path)
+        outcome, others = check_read(case.adapter, path, video)
+        stats[outcome] += 1
+        stats["warnings"].update(others)
+
+    @fuzz_settings(byte_examples)
+    @given(st.data())
+    def bytes_fuzz(data):
+        run(lambda path: byte_mutated_file(data, case, valid, path))
+
+    @fuzz_settings(structure_examples)
+    @given(st.data())
+    def structure_fuzz(data):
+        def write(path):
+            obj = structure
+            for _ in range(data.draw(st.integers(1, 3), label="mutations")):
+                obj = mutate_tree(data, obj)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")      # e.g. torch.save of a non-writable array
+                dump_structure(case, obj, path)
+        run(write)
+
+    bytes_fuzz()
+    structure_fuzz()
+    shutil.rmtree(os.path.join(workdir, name))
+    return {"returned": stats["returned"], "refused": stats["refused"], "warnings": sorted(stats["warnings"])}
+
+
+# ---- the loop in a memory-capped child process ----------------------------------------------------------
+CHILD = textwrap.dedent("""
+    import json, os, resource, sys, time, traceback
+    limit, work = int(sys.argv[1]), sys.argv[2]
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))   # heap + anonymous maps
+    sys.path.insert(0, sys.argv[3])
+    import test_fuzz
+    results = {}
+    for name in sys.argv[4:]:
+        t = time.time()
+        try:
+            results[name] = dict(test_fuzz.fuzz_case(name, work), ok=True)
+        except BaseException as e:
+            results[name] = {"ok": False, "error": "".join(traceback.format_exception(e))[-6000:]}
+        results[name]["seconds"] = round(time.time() - t, 1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print("RESULTS " + json.dumps({"results": results, "peak_bytes": peak}))
+""")
+
+
+def run_fuzz_child(names, tmp, limit=MEMORY_LIMIT):
+    """Fuzz ``names`` in a child capped at ``limit`` bytes of data; its cwd and TMPDIR are empty folders
+    that must stay empty. Returns (per-format results, peak RSS, leftovers)."""
+    cwd, tmpdir, work, own = (os.path.join(tmp, n) for n in ("cwd", "tmp", "work", "hypothesis"))
+    for d in (cwd, tmpdir, work):
+        os.makedirs(d)
+    env = dict(os.environ, TMPDIR=tmpdir, HYPOTHESIS_STORAGE_DIRECTORY=own,   # hypothesis's own cache: not ours
+               PYTHONPATH=os.pathsep.join([ROOT, TESTS, os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-c", CHILD, str(limit), work, TESTS, *names], capture_output=True,
+                       text=True, timeout=600, cwd=cwd, env=env)
+    lines = [x for x in r.stdout.splitlines() if x.startswith("RESULTS ")]
+    assert lines, f"the fuzz child died (exit {r.returncode}): {r.stderr[-3000:]}"
+    out = json.loads(lines[-1][len("RESULTS "):])
+    leftovers = _listing(cwd) + _listing(tmpdir) + _listing(work)
+    return out["results"], out["peak_bytes"], leftovers
+
+
+@pytest.fixture(scope="module")
+def fuzz_run(tmp_path_factory):
+    return run_fuzz_child(sorted(CASES), str(tmp_path_factory.mktemp("fuzz")))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fuzzed_files_are_read_or_refused_cleanly(fuzz_run, name):
+    results, _, _ = fuzz_run
+    r = results[name]
+    assert r["ok"], f"{name}: {r['error']}"
+    # The fuzzer reached both paths: some mutated files still read, some are refused.
+    assert r["returned"] > 0 and r["refused"] > 0, r
+    assert r["returned"] + r["refused"] == BYTE_EXAMPLES + STRUCTURE_EXAMPLES, r
+
+
+def test_fuzzing_stays_under_the_memory_cap_and_leaves_nothing(fuzz_run):
+    results, peak, leftovers = fuzz_run
+    assert peak < MEMORY_LIMIT, f"peak RSS {peak / GB:.2f} GB"
+    assert leftovers == [], leftovers
+    assert set(results) == set(CASES)
+
+
+def test_every_file_adapter_has_a_fuzzed_format():
+    file_adapters = {n for n in adapters.available() if not adapters.get(n).live}
+    fuzzed = {adapters.get(c.adapter).name for c in CASES.values()}
+    assert {adapters.get(n).name for n in file_adapters} == fuzzed
