@@ -33,6 +33,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -308,7 +309,6 @@ def run_batch(jobs, out, *, workers=None, cpus_per_worker=1, gpus_per_worker=0, 
     it down at the end. ``force``: rerun videos already done."""
     import ray
     from tqdm import tqdm
-    from .pipeline_outputs import Terminated, terminate_cleanly
     jobs = _unique_names(list(jobs))
     if not jobs:
         raise BatchError("no videos to process")
@@ -329,13 +329,16 @@ def run_batch(jobs, out, *, workers=None, cpus_per_worker=1, gpus_per_worker=0, 
             todo.append((j, key))
     started = False
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="videos", unit="video", disable=not progress)
-    interrupted = None
+    stop = _StopOnSignal()
     actors, inflight = [], {}
     try:
-        with terminate_cleanly():     # SIGTERM/SIGHUP raise here (SIGINT: KeyboardInterrupt)
+        if todo:
+            started = _init_ray(address, None if address else os.cpu_count(), None, object_store_mb)
+        # Installed after ray.init (which sets its own SIGTERM handler): a signal only sets a flag, checked
+        # between waits. (An exception raised by a handler inside ray.wait comes out as SystemExit(1).)
+        with stop:
             if todo:
                 gpus = gpus_per_worker or 0
-                started = _init_ray(address, None if address else os.cpu_count(), None, object_store_mb)
                 res = ray.cluster_resources()
                 if workers is None:
                     workers = int(res.get("GPU", 0) // gpus) if gpus else int(res.get("CPU", 1) // cpus_per_worker)
@@ -352,14 +355,14 @@ def run_batch(jobs, out, *, workers=None, cpus_per_worker=1, gpus_per_worker=0, 
                 idle = [new_actor() for _ in range(workers)]
                 actors = list(idle)
                 frames = 0
-                while todo or inflight:
+                while (todo or inflight) and not stop.signum:
                     while idle and todo:
                         a = idle.pop()
                         j, key = todo.popleft()
-                        inflight[a.run.remote(j, os.path.join(out, j.name), key)] = (a, j)
+                        inflight[a.run.remote(j, os.path.join(out, j.name), key)] = (a, j, key)
                     ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
                     for ref in ready:
-                        a, j = inflight.pop(ref)
+                        a, j, _ = inflight.pop(ref)
                         try:
                             row = ray.get(ref)
                         except ray.exceptions.RayActorError as e:   # the worker died (OOM kill, crash)
@@ -377,9 +380,8 @@ def run_batch(jobs, out, *, workers=None, cpus_per_worker=1, gpus_per_worker=0, 
                         bar.update(1)
                         bar.set_postfix(frames=frames, failed=sum(r is not None and r["status"] == "failed"
                                                                   for r in rows.values()))
-    except (KeyboardInterrupt, Terminated) as e:
-        interrupted = e
-        _cancel(inflight)
+                if stop.signum:
+                    _cancel(inflight, rows, out)
     finally:
         bar.close()
         for a in actors:
@@ -391,29 +393,64 @@ def run_batch(jobs, out, *, workers=None, cpus_per_worker=1, gpus_per_worker=0, 
             ray.shutdown()
     for j, _ in list(todo):
         rows[j.name] = _row(j, "pending", error="not started: the batch was interrupted")
-    for a, j in inflight.values():
-        if rows[j.name] is None:
+    for a, j, key in inflight.values():
+        m = read_marker(os.path.join(out, j.name))
+        if m and m.get("key") == key:
+            rows[j.name] = _row(j, "done", m.get("summary") or {})
+        elif rows[j.name] is None:
             rows[j.name] = _row(j, "interrupted", error="the batch was interrupted while this video ran")
     table = [rows[j.name] for j in jobs]
     write_summary(out, table, time.time() - t0)
-    if interrupted is not None:
-        raise interrupted
+    if stop.signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    if stop.signum:
+        from .pipeline_outputs import Terminated
+        raise Terminated(stop.signum)
     return table
 
 
-def _cancel(inflight):
+class _StopOnSignal:
+    """SIGTERM/SIGHUP/SIGINT set ``signum`` (the batch stops submitting, cancels what runs and writes
+    its summary); the previous handlers come back on exit. Main thread only."""
+
+    def __init__(self):
+        self.signum, self.previous = 0, {}
+
+    def __enter__(self):
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+                self.previous[s] = signal.getsignal(s)
+                signal.signal(s, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.signum = self.signum or signum
+
+    def __exit__(self, *exc):
+        for s, h in self.previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def _cancel(inflight, rows, out):
     """Cancel the running videos (KeyboardInterrupt in the task: the Pipeline removes its staging
-    folder) and wait a little for them to finish."""
+    folder) and wait a little for them; a video that finished meanwhile (its marker written) is done."""
     import ray
     for ref in inflight:
         try:
             ray.cancel(ref)
         except Exception:
             pass
-    try:
-        ray.wait(list(inflight), num_returns=len(inflight), timeout=10)
-    except Exception:
-        pass
+    ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=10)
+    for ref in ready:
+        a, j, key = inflight.pop(ref)
+        try:
+            row = ray.get(ref)
+        except Exception:
+            m = read_marker(os.path.join(out, j.name))
+            row = _row(j, "done", m.get("summary") or {}) if m and m.get("key") == key else \
+                _row(j, "interrupted", error="the batch was interrupted while this video ran")
+        rows[j.name] = row
 
 
 def _first_line(e):

@@ -133,26 +133,21 @@ def test_batch_runs_skips_retries_and_matches_single_video_runs(ray_session, cli
     s1, s2 = json.load(open(os.path.join(mine, "summary.json"))), json.load(open(ref / "summary.json"))
     assert s1["tracks"] == s2["tracks"] and s1["frames"] == s2["frames"]
 
-    # A rerun skips every finished video (nothing rewritten) and retries the failed one.
+    # A rerun skips every finished video (nothing rewritten), retries the failed one and reruns a video
+    # whose inputs changed (here its options; any estimator file change alters the key too).
     stamp = os.stat(os.path.join(mine, "results.npz")).st_mtime_ns
-    rows2 = run_batch(_jobs(clips), out, workers=2, progress=False)
-    assert [r["status"] for r in rows2] == ["failed", "skipped", "skipped", "skipped", "skipped"]
+    stamp2 = os.stat(os.path.join(out, "clip2", "results.npz")).st_mtime_ns
+    jobs2 = _jobs(clips)
+    jobs2[3].options = {**OPTS, "baselines": ("nearest",)}
+    rows2 = run_batch(jobs2, out, workers=2, progress=False)
+    assert [r["status"] for r in rows2] == ["failed", "skipped", "skipped", "done", "skipped"]
     assert os.stat(os.path.join(mine, "results.npz")).st_mtime_ns == stamp
+    assert os.stat(os.path.join(out, "clip2", "results.npz")).st_mtime_ns != stamp2
     assert rows2[2]["frames"] == 12 and rows2[2]["refine_s"] == by["clip1"]["refine_s"]
-
-    # Changed inputs (another option, another estimator file) are not "done".
-    jobs3 = _jobs(clips)[1:3]
-    jobs3[0].options = {**OPTS, "baselines": ("nearest",)}
-    with open(os.path.join(clips, "clip1.alphapose.json")) as f:
-        dets = json.load(f)
     changed = tmp_path / "clip1_fewer.json"
-    with open(changed, "w") as f:
-        json.dump(dets[: len(dets) // 2], f)
-    jobs3[1].estimator_output = str(changed)
-    assert input_key(jobs3[1]) != input_key(_jobs(clips)[2])
-    rows3 = run_batch(jobs3, out, workers=2, progress=False)
-    assert [r["status"] for r in rows3] == ["done", "done"]
-    assert os.stat(os.path.join(mine, "results.npz")).st_mtime_ns != stamp
+    with open(os.path.join(clips, "clip1.alphapose.json")) as f:
+        changed.write_text(json.dumps(json.load(f)[:20]))
+    assert input_key(Job(jobs[2].video, "alphapose", str(changed), OPTS)) != input_key(jobs[2])
 
 
 def test_manifest_csv_and_jsonl(clips, tmp_path):
