@@ -227,7 +227,9 @@ def finish(dets, path, video, focal_px=None, notes=None) -> AdapterOutput:
     plausibility warnings, grouped by frame.
 
     - detections at frames >= ``video.num_frames`` (when known) are dropped with a warning: they are
-      another video's, and keeping them would size tracks by a corrupt number;
+      another video's, and keeping them would size tracks by a corrupt number; when the container declares
+      no frame count, ``video.duration_frames`` (set by ``adapters.video.probe``: the duration times the
+      frame rate, plus a second) bounds them the same way;
     - a second detection of one track in one frame is dropped (the first is kept) with a warning;
     - a warning when most people lie well outside the frame (wrong video or resolution) or the video
       has a single frame (an image renamed as a video).
@@ -243,6 +245,13 @@ def finish(dets, path, video, focal_px=None, notes=None) -> AdapterOutput:
             notes(f"{path} has detections up to frame {max(d.frame for d in late)}, but the video declares {n} "
                   f"frames: is it the output for this video? {len(late)} detections past its end are dropped")
             dets = [d for d in dets if d.frame < n]
+    bound = int(getattr(video, "duration_frames", 0) or 0) if n == 0 else 0
+    if bound > 0:   # no declared frame count (MKV, WebM, MPEG-TS): the video's duration bounds the frames
+        late = [d for d in dets if d.frame >= bound]
+        if late:
+            notes(f"{path} has detections up to frame {max(d.frame for d in late)}, but the video lasts under "
+                  f"{bound} frames: is it the output for this video? {len(late)} detections past its end are dropped")
+            dets = [d for d in dets if d.frame < bound]
     dets = _one_layout(dets, path, notes)
     seen, kept, dup = set(), [], []
     for d in dets:

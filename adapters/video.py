@@ -6,6 +6,7 @@ Images are (H, W, 3) uint8 RGB.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -38,7 +39,8 @@ def _open(path):
 
 
 def probe(path) -> VideoInfo:
-    """Size, fps and frame count (0 when the container does not say) of a video."""
+    """Size, fps and frame count (0 when the container does not say; then ``duration_frames`` bounds it
+    from the duration, 0 when that is unknown too) of a video."""
     c = _open(path)
     try:
         s = c.streams.video[0]
@@ -49,9 +51,23 @@ def probe(path) -> VideoInfo:
         n = int(s.frames or 0)
         if n == 0 and _is_image_container(c):
             n = _count_packets(c, s)   # a still image renamed as a video: say it has one frame
-        return VideoInfo(int(w), int(h), fps, n)
+        info = VideoInfo(int(w), int(h), fps, n)
+        if n == 0:
+            info.duration_frames = _frames_in_duration(c, s, fps)
+        return info
     finally:
         c.close()
+
+
+def _frames_in_duration(c, s, fps) -> int:
+    """An upper bound of the frame count of a container that declares none (MKV, WebM, MPEG-TS): its
+    duration times the frame rate, plus a second of margin (variable frame rates); 0 when unknown.
+    File adapters drop detections past it, so one corrupt frame number cannot size a track of millions
+    of frames (num_frames itself stays 0: it is a count the container declares)."""
+    seconds = float(s.duration * s.time_base) if s.duration and s.time_base else (c.duration or 0) / 1e6
+    if not math.isfinite(seconds) or seconds <= 0:
+        return 0
+    return int(math.ceil(seconds * fps)) + int(math.ceil(fps)) + 1
 
 
 # Demuxers of still images (PNG, JPEG, ...): a "video" read through one of these is a single picture (or an

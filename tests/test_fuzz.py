@@ -369,3 +369,231 @@ def test_every_file_adapter_has_a_fuzzed_format():
     file_adapters = {n for n in adapters.available() if not adapters.get(n).live}
     fuzzed = {adapters.get(c.adapter).name for c in CASES.values()}
     assert {adapters.get(n).name for n in file_adapters} == fuzzed
+
+
+# ---- mutated files through posebert-refine, in-process --------------------------------------------------
+CLI_EXAMPLES = 6
+
+
+@pytest.fixture(scope="module")
+def video_720p(tmp_path_factory):
+    """24 grey frames at the fixtures' 1280x720 (declared frame count: 24)."""
+    from adapters.video import VideoWriter
+    p = tmp_path_factory.mktemp("video") / "clip.mp4"
+    with VideoWriter(p, W, H, 30) as w:
+        for i in range(24):
+            w.write(np.full((H, W, 3), 80 + i, np.uint8))
+    return str(p)
+
+
+def _cli_cases():
+    from fixtures_estimators import Case, hand21_npz, hybrik_res, vibe_output
+    return {"hybrik": Case("hybrik", "res.pk", "pickle", lambda p: hybrik_res(p, frames=tuple(range(20)))),
+            "vibe": Case("vibe", "vibe_output.pkl", "joblib", lambda p: vibe_output(p, {1: (list(range(20)), 220.0)})),
+            "hand21": Case("hand21", "hands.npz", "npz", lambda p: hand21_npz(p, n=20))}
+
+
+def test_fuzzed_files_through_the_command_line(tmp_path_factory, video_720p):
+    """posebert-refine on mutated files (and the valid ones): exit 0, 2 or 3 with one clear line, no
+    traceback, and nothing of a failed run left in --out."""
+    import contextlib
+    import io
+    from posebert_plug.cli import refine_main
+    root = tmp_path_factory.mktemp("cli")
+    cases = _cli_cases()
+    valid = {}
+    for name, case in cases.items():
+        os.makedirs(root / "valid" / name)
+        valid[name] = build(case, root / "valid" / name)
+    codes = []
+
+    @fuzz_settings(CLI_EXAMPLES)
+    @given(st.sampled_from(sorted(cases)), st.sampled_from(["none", "bytes", "structure"]), st.data())
+    def through_the_cli(name, how, data):
+        case = cases[name]
+        run_dir = root / f"run{len(codes)}"
+        os.makedirs(run_dir)
+        path, out = str(run_dir / case.file), run_dir / "out"
+        if how == "none":
+            shutil.copy(valid[name], path)
+        elif how == "bytes":
+            byte_mutated_file(data, case, valid[name], path)
+        else:
+            obj = mutate_tree(data, load_structure(case, valid[name]))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                dump_structure(case, obj, path)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            rc = refine_main([video_720p, "--estimator", case.adapter, "--estimator-output", path, "--out", str(out),
+                              "--no-render", "--quiet", "--device", "cpu"])
+        err = err.getvalue()
+        codes.append(rc)
+        assert rc in (0, 2, 3), (rc, err[-3000:])
+        assert "Traceback" not in err, err[-3000:]
+        errors = [line for line in err.splitlines() if line.startswith("posebert-refine: error:")]
+        if rc == 0:
+            assert not errors and (out / "summary.json").exists() and (out / ".posebert-manifest.json").exists()
+        else:
+            assert len(errors) == 1, err[-3000:]
+            assert rc == 3 or path in errors[0], errors[0]
+            assert not out.exists() or os.listdir(out) == [], os.listdir(out)
+        assert not out.exists() or not [n for n in os.listdir(out) if n.startswith(".partial") or n.endswith(".part")]
+
+    through_the_cli()
+    assert 0 in codes and 2 in codes, codes          # both a complete run and a refused file were exercised
+
+
+# ---- regressions: what the fuzzer found -------------------------------------------------------------------
+V40 = VideoInfo(W, H, 30, num_frames=NUM_FRAMES)
+
+
+def _refused(name, path, match, video=V40):
+    with pytest.raises(AdapterError, match=match) as e:
+        adapters.get(name)().read(str(path), video)
+    assert str(path) in str(e.value) and "\n" not in str(e.value), str(e.value)
+    return str(e.value)
+
+
+def test_unreadable_pickles_are_adapter_errors_of_one_short_line(tmp_path):
+    """Was a bare ValueError quoting the pickle's bytes (a kilobyte line); the pipeline maps both to exit 2,
+    but only AdapterError/UnsafeFileError is the adapters' documented input error."""
+    path = build(CASES["hybrik"], tmp_path)
+    raw = open(path, "rb").read()
+    open(path, "wb").write(raw[:3] + raw[8:])           # 5 bytes deleted: int() of the following bytes
+    assert len(_refused("hybrik", path, "not a readable pickle")) < len(path) + 300
+    vibe = build(CASES["vibe"], tmp_path)
+    open(vibe, "wb").write(open(vibe, "rb").read()[:100])
+    _refused("vibe", vibe, "not a readable joblib/pickle file")
+
+
+def test_torch_load_errors_are_one_line(tmp_path):
+    """torch's weights_only error spans many lines with terminal colour codes."""
+    import torch
+    torch.save({"smpl_params_incam": {"global_orient": np.zeros((3, 3))}}, tmp_path / "np.pt")   # numpy: refused
+    message = _refused("gvhmr", tmp_path / "np.pt", "weights_only=True")
+    assert "\x1b" not in message
+
+
+@pytest.mark.parametrize("case, key, value, match", [
+    ("motionbert-npz", "X3D", np.array(""), "'X3D' is not numeric"),
+    ("motionbert-npz", "X3D", np.zeros((6, 17, 3), complex), "'X3D' holds complex numbers"),
+    ("rtmlib", "keypoints", np.array(["a", "b"]), "'keypoints' is not numeric"),
+    ("hand21", "kp2d", np.array(True), "got one number"),
+    ("hand21", "conf", np.array(["x"] * 5), "conf is not numeric"),
+])
+def test_npz_arrays_of_the_wrong_kind_are_refused(tmp_path, case, key, value, match):
+    c = CASES[case]
+    path = build(c, tmp_path)
+    d = load_structure(c, path)
+    d[key] = value
+    dump_structure(c, d, path)
+    _refused(c.adapter, path, match)
+
+
+def test_corrupt_text_in_a_hand_side_array_is_refused(tmp_path):
+    """Code points beyond Unicode in a '<U5' array: numpy's str() raised SystemError."""
+    path = build(CASES["hand21"], tmp_path)
+    d = load_structure(CASES["hand21"], path)
+    d["side"] = np.frombuffer(np.full(5 * 5, 0x7FFFFFFF, np.uint32).tobytes(), dtype="<U5")
+    dump_structure(CASES["hand21"], d, path)
+    _refused("hand21", path, "side must hold")
+
+
+@pytest.mark.parametrize("case, change, match", [
+    ("mmpose", lambda rows: rows[0].update(frame_id=[]), "frame_id must be one number"),
+    ("hand21-json", lambda rows: rows[0].update(frame_id=[1, 2]), "frame_id must be one number"),
+    ("hand21-json", lambda rows: rows[1]["instances"][0].update(keypoints=[["a", "b"]] * 21), "keypoints is not numeric"),
+    ("alphapose", lambda rows: rows[2].update(box=[1, [2, 3]]), "box is not numeric"),
+    ("mmpose", lambda rows: rows[1]["instances"][0].update(bbox=[["x"] * 4]), "bbox is not numeric"),
+])
+def test_json_values_of_the_wrong_kind_are_refused(tmp_path, case, change, match):
+    c = CASES[case]
+    path = build(c, tmp_path)
+    rows = load_structure(c, path)
+    change(rows)
+    dump_structure(c, rows, path)
+    _refused(c.adapter, path, match)
+
+
+def test_phalp_joints_of_the_wrong_container_are_refused(tmp_path):
+    c = CASES["4dhumans"]
+    path = build(c, tmp_path)
+    d = load_structure(c, path)
+    first = sorted(d)[0]
+    d[first]["2d_joints"] = {"value": d[first]["2d_joints"]}       # was KeyError: 0
+    dump_structure(c, d, path)
+    _refused("4dhumans", path, "2d_joints must be")
+
+
+def test_a_frame_without_2d_joints_keeps_the_track_buildable(tmp_path):
+    """A PHALP frame without '2d_joints' gave detections without 2D among ones with COCO-17 2D: tracking
+    raised 'mixed keypoint layouts' (a traceback, exit 1). Now its 2D is missing (confidence 0)."""
+    from posebert_plug.pipeline import Pipeline
+    c = CASES["4dhumans"]
+    path = build(c, tmp_path)
+    d = load_structure(c, path)
+    del d[sorted(d)[1]]["2d_joints"]
+    dump_structure(c, d, path)
+    out = adapters.get("4dhumans")().read(path, V40)
+    dets = [x for f in out for x in f.detections]
+    assert {x.layout2d for x in dets} == {"coco17"} and {x.layout3d for x in dets} == {"body25"}
+    assert [float(x.kp2d_conf.max()) for x in dets if x.frame == 1] == [0.0, 0.0]
+    assert all(x.kp2d_conf.max() > 0 for x in dets if x.frame != 1)
+    tracks = Pipeline(progress=False).track(out, out.video(V40))
+    assert sorted(t.track_id for t in tracks) == [3, 9] and all(len(t.frames) == 3 for t in tracks)
+
+
+def test_detections_in_a_minority_layout_are_dropped_with_a_warning(tmp_path):
+    c = CASES["mmpose"]
+    path = build(c, tmp_path)
+    rows = load_structure(c, path)
+    inst = rows[1]["instances"][0]
+    inst.update(keypoints=inst["keypoints"] + [[1.0, 2.0]] * 9, keypoint_scores=inst["keypoint_scores"] + [1.0] * 9)
+    dump_structure(c, rows, path)   # one Halpe-26 person among COCO-17 ones: both come out as COCO-17, kept
+    assert sum(len(f) for f in adapters.get("mmpose")().read(path, V40)) == 6
+    rows[1]["instances"][0] = {"keypoints": np.zeros((17, 3)).tolist(), "track_id": 0}   # a 3D lifter's instance
+    dump_structure(c, rows, path)
+    out = adapters.get("mmpose")().read(path, V40)
+    assert sum(len(f) for f in out) == 6 and all(x.layout3d == "h36m17" for f in out for x in f.detections)
+    # 2D and 3D in one file: every detection gets both layouts (the missing one as missing keypoints)
+    from posebert_plug.pipeline import Pipeline
+    Pipeline(progress=False).track(out, V40)
+
+
+def _mkv(path, frames=8, size=(64, 48)):
+    import av
+    c = av.open(str(path), "w")
+    s = c.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=30)
+    s.width, s.height, s.pix_fmt = size[0], size[1], "yuv420p"
+    for i in range(frames):
+        for p in s.encode(av.VideoFrame.from_ndarray(np.full((size[1], size[0], 3), 60 + i, np.uint8), format="rgb24")):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    return str(path)
+
+
+def test_without_a_declared_frame_count_the_duration_bounds_frame_numbers(tmp_path):
+    """MKV/WebM/MPEG-TS declare no frame count (num_frames 0): one frame id of 9,999,999 (allowed: under
+    MAX_FRAME) sized a 10-million-frame track, gigabytes of per-frame arrays."""
+    from adapters.video import probe
+    from fixtures_estimators import vibe_output
+    v = probe(_mkv(tmp_path / "clip.mkv", frames=8))
+    assert v.num_frames == 0 and 8 <= v.duration_frames <= 8 + 31 + 2
+    vibe_output(tmp_path / "v.pkl", {1: ([0, 1, 2, 3, 4, 9_999_999], 150.0)})
+    with pytest.warns(AdapterWarning, match="up to frame 9999999, but the video lasts under"):
+        out = adapters.get("vibe")().read(str(tmp_path / "v.pkl"), v)
+    assert [f.frame for f in out] == [0, 1, 2, 3, 4]
+
+
+def test_memory_a_huge_frame_id_with_an_mkv_video_stays_under_2_gb(tmp_path):
+    from fixtures_estimators import vibe_output
+    from test_hardening import run_bounded
+    video = _mkv(tmp_path / "clip.mkv", frames=8, size=(W // 4, H // 4))
+    vibe_output(tmp_path / "v.pkl", {1: ([0, 1, 2, 3, 4, 5, 9_999_999], 40.0)})
+    outcome, peak = run_bounded("posebert_plug.cli", "refine_main", [video, "--estimator", "vibe", "--estimator-output",
+                                str(tmp_path / "v.pkl"), "--no-render", "--out", str(tmp_path / "o"), "--quiet"])
+    assert outcome in ("returned 0", "returned 3") and peak < MEMORY_LIMIT, (outcome, peak)
+    assert os.listdir(tmp_path / "o") == [] or (tmp_path / "o" / "summary.json").exists()
