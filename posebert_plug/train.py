@@ -132,6 +132,16 @@ def _load_resume(path, device, ap):
     return st
 
 
+def _stop_together(stop: bool, ddp: bool, device="cpu") -> bool:
+    """Under DDP every rank stops at the step rank 0 decides (each rank's own clock would let one
+    leave the loop while the others wait for it in the next gradient all-reduce, forever)."""
+    if not ddp:
+        return stop
+    flag = torch.tensor([1 if stop else 0], device=device)   # on the GPU for NCCL
+    torch.distributed.broadcast(flag, 0)
+    return bool(flag.item())
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="posebert-train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -151,6 +161,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-resume", action="store_true", help="start afresh even if <out>/last.pt exists")
+    ap.add_argument("--save-rank-params", action="store_true",
+                    help="every rank also writes its final weights to <out>/params_rank<R>.pt (checks that "
+                         "data-parallel ranks hold identical weights; tests/test_ddp.py)")
     ap.add_argument("--init", metavar="CKPT", help="start from these weights (a model.pt), e.g. to fine-tune; tensors "
                     "of another shape (another preset's input embedding) stay freshly initialised")
     ap.add_argument("--init-masked", choices=["mean", "interp", "smooth"], default=None,
@@ -326,10 +339,12 @@ def main(argv=None):
                   + ", ".join(f"{k} {v}/{c['families'].get(k)}" for k, v in m["families"].items()), flush=True)
             with open(os.path.join(out, "log.json"), "w") as f:
                 json.dump(log, f, indent=1)
-        if args.max_minutes and (time.time() - t0) / 60 > args.max_minutes:
+        if args.max_minutes and _stop_together((time.time() - t0) / 60 > args.max_minutes, ddp, device):
             print(f"\nstopping after {args.max_minutes} minutes at step {step}", flush=True)
             break
     save()
+    if args.save_rank_params:
+        torch.save(model.state_dict(), os.path.join(out, f"params_rank{rank}.pt"))
     bar.close()
     if ddp:
         torch.distributed.destroy_process_group()
