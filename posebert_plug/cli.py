@@ -27,6 +27,16 @@ the folder are left alone.
 """
 
 
+def file_estimators(adapters) -> str:
+    """The estimators that read a file (--estimator-output), each with its aliases: "4dhumans/phalp, ..."."""
+    classes = {}
+    for name in adapters.available():
+        cls = adapters.get(name)
+        if not cls.live:
+            classes[cls.name] = "/".join([cls.name, *cls.aliases])
+    return ", ".join(classes[n] for n in sorted(classes))
+
+
 def build_parser():
     import adapters
     from .pipeline import BASELINES
@@ -36,8 +46,8 @@ def build_parser():
                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("video", help="input video (any format FFmpeg decodes)")
     ap.add_argument("--estimator", default="yolo", help=f"one of: {', '.join(adapters.available())} (default yolo)")
-    ap.add_argument("--estimator-output", metavar="FILE", help="the estimator's output file (for estimators that run "
-                    "as their own project: hybrik, spin, vibe, mmpose/hrnet, 4dhumans/phalp, hand21/mmpose-hand)")
+    ap.add_argument("--estimator-output", metavar="FILE", help="the estimator's output file or folder (for "
+                    f"estimators that run as their own project: {file_estimators(adapters)})")
     ap.add_argument("--preset", default="auto", help="PoseBERT preset: auto (from the inputs), smpl, kp3d-h36m17, "
                     "kp3d-mediapipe33, kp2d-coco17, kp3d-hand21 (hands)")
     ap.add_argument("--smpl-dir", metavar="DIR", help="folder with SMPL model files; default: the free body model")

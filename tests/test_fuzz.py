@@ -371,6 +371,13 @@ def test_every_file_adapter_has_a_fuzzed_format():
     assert {adapters.get(n).name for n in file_adapters} == fuzzed
 
 
+def test_estimator_output_help_lists_every_file_estimator():
+    from posebert_plug.cli import build_parser
+    action = next(a for a in build_parser()._actions if "--estimator-output" in a.option_strings)
+    listed = set(action.help.split(": ", 1)[1].rstrip(")").replace("/", ", ").split(", "))
+    assert listed == {n for n in adapters.available() if not adapters.get(n).live}, listed
+
+
 # ---- mutated files through posebert-refine, in-process --------------------------------------------------
 CLI_EXAMPLES = 6
 
