@@ -302,11 +302,12 @@ def _init_ray(address, num_cpus, num_gpus, object_store_mb):
 
 
 def run_batch(jobs, out, *, workers=None, cpus_per_worker=1, gpus_per_worker=0, memory_per_worker_gb=None,
-              address=None, force=False, progress=True, object_store_mb=256, on_row=None) -> list:
+              address=None, force=False, progress=True, object_store_mb=256, on_row=None, timeline=None) -> list:
     """Run ``jobs`` (list of :class:`Job`) into ``out``; returns one summary row per job (also
     written to ``out/batch_summary.csv`` and ``.json``). Uses the Ray session already initialised
     in this process if any (left running), else starts a local one (or joins ``address``) and shuts
-    it down at the end. ``force``: rerun videos already done."""
+    it down at the end. ``force``: rerun videos already done. ``timeline``: write Ray's task timeline
+    (chrome://tracing JSON: one ``run`` task per video on its worker) to this file."""
     import ray
     from tqdm import tqdm
     jobs = _unique_names(list(jobs))
@@ -384,6 +385,11 @@ def run_batch(jobs, out, *, workers=None, cpus_per_worker=1, gpus_per_worker=0, 
                     _cancel(inflight, rows, out)
     finally:
         bar.close()
+        if timeline and actors:
+            try:
+                ray.timeline(filename=timeline)
+            except Exception as e:   # a report, never a reason to fail the batch
+                print(f"posebert-batch: warning: no Ray timeline ({e})", file=sys.stderr)
         for a in actors:
             try:
                 ray.kill(a)
@@ -555,6 +561,8 @@ def build_parser():
     ap.add_argument("--memory-per-worker", type=float, metavar="GB", help="memory Ray reserves per worker")
     ap.add_argument("--address", help="join this Ray cluster (e.g. auto or ray://head:10001); default: local Ray")
     ap.add_argument("--force", action="store_true", help="rerun videos already done")
+    ap.add_argument("--timeline", metavar="FILE", help="write Ray's task timeline (chrome://tracing / Perfetto JSON: "
+                    "each video's task on its worker) to FILE")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
 
@@ -596,7 +604,7 @@ def main(argv=None):
             raise BatchError("--workers must be at least 1")
         rows = run_batch(jobs, args.out, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                          gpus_per_worker=args.gpus_per_worker, memory_per_worker_gb=args.memory_per_worker,
-                         address=args.address, force=args.force, progress=not args.quiet)
+                         address=args.address, force=args.force, progress=not args.quiet, timeline=args.timeline)
     except BatchError as e:
         print(f"posebert-batch: error: {e}", file=sys.stderr)
         return EXIT_USAGE
