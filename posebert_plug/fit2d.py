@@ -12,10 +12,11 @@ project onto the confident observed 2D keypoints, with
   so that a swapped or wrong keypoint pulls little);
 - prior: squared rotation corrections (radians; PoseBERT's pose is the prior, and
   the joints no keypoint sees, as well as depth ambiguities, stay as it says);
-- smoothness: squared acceleration of the corrected joints' difference to PoseBERT's
-  joints (metres per frame^2, on all frames, so filled frames follow their neighbours
-  and the output keeps PoseBERT's temporal smoothness), plus a first-difference term
-  on the translation correction.
+- smoothness: the corrections are piecewise linear in time between knots
+  ``knot_seconds`` apart (filled frames follow their neighbours; the output keeps
+  PoseBERT's motion and adds only slow corrections), with a penalty on their second
+  difference at the knots; afterwards the correction is scaled down while the fitted
+  keypoints would accelerate more than the observed ones (never jerkier than the input).
 
 Weights (``FitOptions``) were set on vtest.avi / the demo clip so that the
 median reprojection error drops to the detector's noise level while the output
@@ -36,17 +37,35 @@ class FitOptions:
     iters: int = 40
     lr: float = 0.03
     scale_px: float = 8.0        # pseudo-Huber scale of the reprojection error (pixels)
-    w_prior: float = 4.0         # rotation correction (per radian^2, per joint)
-    w_smooth: float = 4e4        # acceleration of the joint correction (per (m/frame^2)^2, per joint)
-    w_transl_smooth: float = 4e2  # velocity of the translation correction (per (m/frame)^2)
+    w_prior: float = 1.0         # rotation correction (per radian^2, per joint)
+    knot_seconds: float = 0.15   # corrections are piecewise linear between knots this far apart (at least 2 frames)
+    w_smooth: float = 10.0       # second difference of the corrections at the knots (per radian^2 / per m^2)
     min_conf: float = 0.2        # keypoints below are not fitted
     min_keypoints: int = 6       # frames with fewer confident keypoints have no data term
     fixed_joints: tuple = (10, 11, 22, 23)   # feet ends and hands: no COCO keypoint sees them
+    # After the fit, the correction is scaled down (halved, down to none) while the fitted keypoints
+    # accelerate more than the observed ones: the output is never jerkier than its input.
+    limit_acceleration: bool = True
+    fps: float = 30.0            # the track's frame rate (sets the knot spacing in frames)
 
 
 def _rotvec_to_rotmat(v):
     import roma
     return roma.rotvec_to_rotmat(v)
+
+
+def _hat_basis(N: int, step: int) -> torch.Tensor:
+    """(N, M) linear interpolation from M knots (frames 0, step, ..., N - 1) to N frames."""
+    knots = np.unique(np.r_[np.arange(0, N, step), N - 1])
+    B = np.zeros((N, len(knots)))
+    t = np.arange(N)
+    k = np.clip(np.searchsorted(knots, t, side="right") - 1, 0, len(knots) - 1)
+    nxt = np.minimum(k + 1, len(knots) - 1)
+    span = np.maximum(knots[nxt] - knots[k], 1)
+    w = np.where(nxt > k, (t - knots[k]) / span, 0.0)
+    B[t, k] += 1 - w
+    B[t, nxt] += w
+    return torch.as_tensor(B)
 
 
 def fit_to_keypoints(R, transl, uv_px, conf, observed, body, layout, focal_px, centre,
@@ -70,42 +89,48 @@ def fit_to_keypoints(R, transl, uv_px, conf, observed, body, layout, focal_px, c
         return R, transl
     cx, cy = float(centre[0]), float(centre[1])
     f = float(focal_px)
-    with torch.no_grad():
-        J0 = body.pose_keypoints(R0.float(), t0.float(), "smpl24").double()
     free = torch.ones(J, 1, dtype=torch.float64)
     free[[j for j in o.fixed_joints if j < J]] = 0
-    dv = torch.zeros(N, J, 3, dtype=torch.float64, requires_grad=True)
-    dt = torch.zeros(N, 3, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.Adam([dv, dt], lr=o.lr)
+    B = _hat_basis(N, max(2, int(round(o.knot_seconds * (o.fps or 30.0)))) if o.w_smooth > 0 or o.knot_seconds > 0 else 1)
+    M = B.shape[1]
+    cv = torch.zeros(M, J, 3, dtype=torch.float64, requires_grad=True)
+    ct = torch.zeros(M, 3, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([cv, ct], lr=o.lr)
     csum = c.sum().clamp_min(1.0)
 
-    def pose(dv, dt):
-        return R0 @ _rotvec_to_rotmat(dv * free), t0 + dt
+    def pose(cv, ct):
+        dv = torch.einsum("nm,mjc->njc", B, cv) * free
+        return R0 @ _rotvec_to_rotmat(dv), t0 + B @ ct, dv
 
     with torch.enable_grad():
         for it in range(o.iters):
             opt.zero_grad()
-            Rf, tf = pose(dv, dt)
+            Rf, tf, dv = pose(cv, ct)
             kp = body.pose_keypoints(Rf.float(), tf.float(), layout).double()
-            Jf = body.pose_keypoints(Rf.float(), tf.float(), "smpl24").double()
             z = kp[..., 2].clamp_min(0.05)
             proj = torch.stack([f * kp[..., 0] / z + cx, f * kp[..., 1] / z + cy], -1)
             r2 = ((proj - uv) ** 2).sum(-1) / o.scale_px ** 2
-            data = (c * (torch.sqrt(1 + r2) - 1)).sum() / csum
-            prior = o.w_prior * (dv ** 2).sum() / (N * J)
-            loss = data + prior
-            if N >= 3:
-                d = Jf - J0
-                acc = d[2:] - 2 * d[1:-1] + d[:-2]
-                loss = loss + o.w_smooth * (acc ** 2).sum(-1).mean()
-            if N >= 2:
-                loss = loss + o.w_transl_smooth * ((dt[1:] - dt[:-1]) ** 2).sum(-1).mean()
+            loss = (c * (torch.sqrt(1 + r2) - 1)).sum() / csum + o.w_prior * (dv ** 2).sum() / (N * J)
+            if M >= 3 and o.w_smooth > 0:
+                loss = loss + o.w_smooth * (((cv[2:] - 2 * cv[1:-1] + cv[:-2]) ** 2).sum() / ((M - 2) * J) +
+                                            ((ct[2:] - 2 * ct[1:-1] + ct[:-2]) ** 2).sum() / (M - 2))
             loss.backward()
             opt.step()
             for g in opt.param_groups:   # a short cosine decay: the last steps settle
                 g["lr"] = o.lr * 0.5 * (1 + np.cos(np.pi * (it + 1) / o.iters))
+    # Never jerkier than the input: if the fitted keypoints accelerate more than the observed ones
+    # (px/frame^2 over keypoints seen three frames in a row), the correction is scaled down
+    # (1/2, 1/4, ... none) until they do not.
     with torch.no_grad():
-        Rf, tf = pose(dv, dt)
+        valid = (c >= 0.5).numpy() & obs.numpy()[:, None]
+        a_in = acceleration_px(uv.numpy(), valid)
+        for alpha in (1.0, 0.5, 0.25, 0.125, 0.0):
+            Rf, tf, _ = pose(cv * alpha, ct * alpha)
+            if not o.limit_acceleration or not np.isfinite(a_in) or alpha == 0.0:
+                break
+            kp = body.pose_keypoints(Rf.float(), tf.float(), layout).double().numpy()
+            if acceleration_px(project_px(kp, f, (cx, cy)), valid) <= a_in:
+                break
     return Rf.to(dtype), tf.to(transl.dtype)
 
 

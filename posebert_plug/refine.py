@@ -575,7 +575,7 @@ def fit_track_2d(track: Track, R, transl, observed, body, f_norm, layout, option
     ``options``: a :class:`~posebert_plug.fit2d.FitOptions` or a dict of its fields."""
     from .fit2d import FitOptions, fit_to_keypoints
     if isinstance(options, dict) or options is None:
-        options = FitOptions(**(options or {}))
+        options = FitOptions(**{"fps": track.video.fps or 30.0, **(options or {})})
     src, dst = mapping(track.layout2d, layout)
     n, K = len(track), get_skeleton(layout).num_joints
     uv = np.zeros((len(R), K, 2))

@@ -186,3 +186,32 @@ def test_evidence_drops_weak_tracks_and_splits_long_gaps():
     # configurable: a 2-second fill keeps gappy whole up to the cut
     kept, _, split = vet_tracks([gappy], v, config=EvidenceConfig(max_fill_seconds=2.0))
     assert len(kept) == 1 and len(kept[0]) == 40 and not split
+
+
+# ---- 4. image-aligned output -------------------------------------------------------------------------
+def test_fit_brings_the_body_onto_the_keypoints_without_adding_jitter(body):
+    """Keypoints of a known motion (+2 px noise); the fit starts from a wrong pose (smoothly bent joints,
+    root 20 cm off): the reprojection error falls to the noise level, the output stays smoother than the input."""
+    from conftest import random_motion
+    from posebert_plug.fit2d import FitOptions, acceleration_px, fit_to_keypoints, project_px, reprojection_error_px
+    import roma
+    R, tr = random_motion(T=30, seed=3)
+    R[:, 0] = np.diag([1.0, -1, -1]) @ R[:, 0]                    # upright in the camera frame
+    tr = tr + [0.0, -0.9, 4.0]
+    f, c = 600.0, (320.0, 240.0)
+    truth = project_px(body.pose_keypoints(torch.as_tensor(R).float(), torch.as_tensor(tr).float(), "coco17").numpy(), f, c)
+    uv = truth + np.random.default_rng(0).normal(0, 2.0, truth.shape)
+    conf = np.full(uv.shape[:2], 0.9)
+    bend = torch.zeros(30, 24, 3, dtype=torch.float64)
+    bend[:, [1, 2, 16, 17], 0] = 0.3                              # hips and shoulders off by 17 degrees
+    R0 = torch.as_tensor(R) @ roma.rotvec_to_rotmat(bend)
+    t0 = torch.as_tensor(tr) + torch.tensor([0.2, 0.0, 0.3], dtype=torch.float64)
+    obs = np.ones(30, bool)
+    before = project_px(body.pose_keypoints(R0.float(), t0.float(), "coco17").numpy(), f, c)
+    Rf, tf = fit_to_keypoints(R0, t0, uv, conf, obs, body, "coco17", f, c, FitOptions(iters=60))
+    after = project_px(body.pose_keypoints(Rf.float(), tf.float(), "coco17").numpy(), f, c)
+    e0 = np.nanmedian(reprojection_error_px(before, uv, conf, obs))
+    e1 = np.nanmedian(reprojection_error_px(after, uv, conf, obs))
+    assert e0 > 15 and e1 < 4, (e0, e1)
+    valid = conf >= 0.5
+    assert acceleration_px(after, valid) <= acceleration_px(uv, valid)
