@@ -473,8 +473,8 @@ def _precheck(jobs):
         if sig in seen:
             continue
         seen.add(sig)
-        try:
-            p = j.pipeline()
+        try:   # the device is the workers' (a GPU cluster's driver may have none)
+            p = dataclasses.replace(j, options={k: v for k, v in j.options.items() if k != "device"}).pipeline()
         except TypeError as e:
             raise BatchError(f"{j.video}: bad options {j.options}: {e}") from None
         if not p.online:   # the online check loads the models: leave it to the workers

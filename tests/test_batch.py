@@ -73,6 +73,7 @@ def ray_session():
     tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")   # short: Ray's socket paths have a length limit
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 << 20,
              _temp_dir=tmp, configure_logging=True, logging_level="ERROR")
+    assert _ray_processes(tmp), "the check below must see Ray's own processes"
     yield tmp
     ray.shutdown()
     left = _wait_gone(tmp)
@@ -185,8 +186,9 @@ def test_sigterm_then_rerun_resumes_without_redoing(ray_session, clips, tmp_path
     # A slow first video would make "halfway" flaky: wait for the first marker, then kill.
     p = subprocess.Popen(_batch_cmd(clips, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        t = time.time()
+        t, seen = time.time(), False
         while time.time() - t < 120 and p.poll() is None:
+            seen = seen or bool(_ray_processes(tmp))
             if any(os.path.exists(os.path.join(out, n, DONE)) for n in ("broken", "clip0", "clip1")):
                 break
             time.sleep(0.1)
@@ -197,6 +199,7 @@ def test_sigterm_then_rerun_resumes_without_redoing(ray_session, clips, tmp_path
         if p.poll() is None:
             p.kill()
     assert p.returncode == 143, err[-2000:]
+    assert seen, "the batch's Ray processes were never seen: the leftover check below would be vacuous"
     assert "terminated by signal 15" in err
     left = _wait_gone(tmp)
     shutil.rmtree(tmp, ignore_errors=True)
