@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["FitOptions", "fit_to_keypoints", "reprojection_error_px", "acceleration_px"]
+__all__ = ["FitOptions", "fit_to_keypoints", "fit_many", "reprojection_error_px", "acceleration_px"]
 
 
 @dataclass
@@ -74,25 +74,47 @@ def fit_to_keypoints(R, transl, uv_px, conf, observed, body, layout, focal_px, c
     observed keypoints in pixels in ``layout`` (rows of unobserved frames ignored), conf (N, K),
     observed (N,) bool; body: a body model with ``pose_keypoints``; focal_px; centre (cx, cy).
     Returns (R, transl) fitted (same shapes and dtype)."""
+    return fit_many([(R, transl, uv_px, conf, observed, focal_px, centre)], body, layout, options)[0]
+
+
+def fit_many(items, body, layout, options: FitOptions | None = None) -> list:
+    """:func:`fit_to_keypoints` for several tracks in one batch (one forward per step for all of them):
+    items [(R, transl, uv_px, conf, observed, focal_px, centre)] -> [(R, transl)]."""
     o = options or FitOptions()
-    dtype = R.dtype
-    R0 = R.detach().double()
-    t0 = transl.detach().double()
+    step = max(2, int(round(o.knot_seconds * (o.fps or 30.0))))
+    Rs, ts, uvs, cs, obss, fs, cxy, bases, seg = [], [], [], [], [], [], [], [], []
+    for k, (R, transl, uv_px, conf, observed, focal_px, centre) in enumerate(items):
+        N = len(R)
+        c = torch.as_tensor(np.nan_to_num(np.asarray(conf, np.float64)))
+        c = torch.where(c >= o.min_conf, c, torch.zeros_like(c))
+        obs = torch.as_tensor(np.asarray(observed, bool)) & ((c > 0).sum(-1) >= o.min_keypoints)
+        Rs.append(R.detach().double())
+        ts.append(transl.detach().double())
+        uvs.append(torch.as_tensor(np.nan_to_num(np.asarray(uv_px, np.float64))))
+        cs.append(c * obs[:, None])
+        obss.append(obs)
+        fs.append(torch.full((N,), float(focal_px), dtype=torch.float64))
+        cxy.append(torch.tensor([float(centre[0]), float(centre[1])], dtype=torch.float64).expand(N, 2))
+        bases.append(_hat_basis(N, step) if N else torch.zeros(0, 0, dtype=torch.float64))
+        seg.append(torch.full((N,), k))
+    out = [(R, transl) for R, transl, *_ in items]
+    todo = [k for k in range(len(items)) if len(items[k][0]) and obss[k].any()]
+    if not todo:
+        return out
+    R0, t0 = torch.cat([Rs[k] for k in todo]), torch.cat([ts[k] for k in todo])
+    uv, c = torch.cat([uvs[k] for k in todo]), torch.cat([cs[k] for k in todo])
+    f, cx, cy = torch.cat([fs[k] for k in todo]), torch.cat([cxy[k] for k in todo])[:, 0], torch.cat([cxy[k] for k in todo])[:, 1]
+    B = torch.block_diag(*[bases[k] for k in todo])                    # (sum N, sum M)
+    sizes_n = [len(Rs[k]) for k in todo]
+    sizes_m = [bases[k].shape[1] for k in todo]
+    # second differences of knots within a track only
+    inner = np.concatenate([np.arange(s0 + 1, s0 + m - 1) for s0, m in zip(np.cumsum([0] + sizes_m[:-1]), sizes_m)]
+                           ) if sum(max(0, m - 2) for m in sizes_m) else np.zeros(0, int)
+    inner = torch.as_tensor(inner, dtype=torch.long)
     N, J = R0.shape[:2]
-    uv = torch.as_tensor(np.nan_to_num(np.asarray(uv_px, np.float64)))
-    c = torch.as_tensor(np.nan_to_num(np.asarray(conf, np.float64)))
-    c = torch.where(c >= o.min_conf, c, torch.zeros_like(c))
-    obs = torch.as_tensor(np.asarray(observed, bool))
-    obs = obs & ((c > 0).sum(-1) >= o.min_keypoints)
-    c = c * obs[:, None]
-    if not obs.any() or N < 1:
-        return R, transl
-    cx, cy = float(centre[0]), float(centre[1])
-    f = float(focal_px)
+    M = B.shape[1]
     free = torch.ones(J, 1, dtype=torch.float64)
     free[[j for j in o.fixed_joints if j < J]] = 0
-    B = _hat_basis(N, max(2, int(round(o.knot_seconds * (o.fps or 30.0)))) if o.w_smooth > 0 or o.knot_seconds > 0 else 1)
-    M = B.shape[1]
     cv = torch.zeros(M, J, 3, dtype=torch.float64, requires_grad=True)
     ct = torch.zeros(M, 3, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.Adam([cv, ct], lr=o.lr)
@@ -102,36 +124,46 @@ def fit_to_keypoints(R, transl, uv_px, conf, observed, body, layout, focal_px, c
         dv = torch.einsum("nm,mjc->njc", B, cv) * free
         return R0 @ _rotvec_to_rotmat(dv), t0 + B @ ct, dv
 
+    def project(kp):
+        z = kp[..., 2].clamp_min(0.05)
+        return torch.stack([f[:, None] * kp[..., 0] / z + cx[:, None], f[:, None] * kp[..., 1] / z + cy[:, None]], -1)
+
     with torch.enable_grad():
         for it in range(o.iters):
             opt.zero_grad()
             Rf, tf, dv = pose(cv, ct)
-            kp = body.pose_keypoints(Rf.float(), tf.float(), layout).double()
-            z = kp[..., 2].clamp_min(0.05)
-            proj = torch.stack([f * kp[..., 0] / z + cx, f * kp[..., 1] / z + cy], -1)
+            proj = project(body.pose_keypoints(Rf.float(), tf.float(), layout).double())
             r2 = ((proj - uv) ** 2).sum(-1) / o.scale_px ** 2
             loss = (c * (torch.sqrt(1 + r2) - 1)).sum() / csum + o.w_prior * (dv ** 2).sum() / (N * J)
-            if M >= 3 and o.w_smooth > 0:
-                loss = loss + o.w_smooth * (((cv[2:] - 2 * cv[1:-1] + cv[:-2]) ** 2).sum() / ((M - 2) * J) +
-                                            ((ct[2:] - 2 * ct[1:-1] + ct[:-2]) ** 2).sum() / (M - 2))
+            if len(inner) and o.w_smooth > 0:
+                a_v = cv[inner + 1] - 2 * cv[inner] + cv[inner - 1]
+                a_t = ct[inner + 1] - 2 * ct[inner] + ct[inner - 1]
+                loss = loss + o.w_smooth * ((a_v ** 2).sum() / (len(inner) * J) + (a_t ** 2).sum() / len(inner))
             loss.backward()
             opt.step()
             for g in opt.param_groups:   # a short cosine decay: the last steps settle
                 g["lr"] = o.lr * 0.5 * (1 + np.cos(np.pi * (it + 1) / o.iters))
-    # Never jerkier than the input: if the fitted keypoints accelerate more than the observed ones
-    # (px/frame^2 over keypoints seen three frames in a row), the correction is scaled down
-    # (1/2, 1/4, ... none) until they do not.
+    # Never jerkier than the input: per track, if the fitted keypoints accelerate more than the
+    # observed ones (px/frame^2 over keypoints seen three frames in a row), the correction is scaled
+    # down (1/2, 1/4, ... none) until they do not.
     with torch.no_grad():
-        valid = (c >= 0.5).numpy() & obs.numpy()[:, None]
-        a_in = acceleration_px(uv.numpy(), valid)
-        for alpha in (1.0, 0.5, 0.25, 0.125, 0.0):
+        alphas = (1.0, 0.5, 0.25, 0.125, 0.0) if o.limit_acceleration else (1.0,)
+        cand = []
+        for alpha in alphas:
             Rf, tf, _ = pose(cv * alpha, ct * alpha)
-            if not o.limit_acceleration or not np.isfinite(a_in) or alpha == 0.0:
-                break
-            kp = body.pose_keypoints(Rf.float(), tf.float(), layout).double().numpy()
-            if acceleration_px(project_px(kp, f, (cx, cy)), valid) <= a_in:
-                break
-    return Rf.to(dtype), tf.to(transl.dtype)
+            kp = project(body.pose_keypoints(Rf.float(), tf.float(), layout).double()).numpy() \
+                if len(alphas) > 1 else None
+            cand.append((Rf, tf, kp))
+        starts = np.cumsum([0] + sizes_n)
+        for j, k in enumerate(todo):
+            a, b = starts[j], starts[j + 1]
+            valid = (c[a:b] >= 0.5).numpy() & obss[k].numpy()[:, None]
+            a_in = acceleration_px(uv[a:b].numpy(), valid)
+            for Rf, tf, kp in cand:
+                if kp is None or not np.isfinite(a_in) or acceleration_px(kp[a:b], valid) <= a_in:
+                    break
+            out[k] = (Rf[a:b].to(items[k][0].dtype), tf[a:b].to(items[k][1].dtype))
+    return out
 
 
 def project_px(points, focal_px, centre):

@@ -393,6 +393,7 @@ def refine_tracks(detections, model="auto", device="auto", window: int | None = 
                 x, obs = xu, ou
             items.append((x, obs))
         outs = ref.run(items, net, window=win, stride=hop, batch_size=batch_size, progress=progress)
+        poses = []
         for t, (x, obs), (_, _, fn), (p6, param, covered) in zip(ts, items, encoded, outs):
             R = sixd_to_rotmat(p6.reshape(-1, net.num_joints, 6))
             R, param = _fill_uncovered(R, param, covered)
@@ -406,9 +407,13 @@ def refine_tracks(detections, model="auto", device="auto", window: int | None = 
                 R = _trust_input(t, R, obs)
             if align_2d and get_preset(preset).kind == "kp2d" and not extra_frames:
                 transl = align_translation_2d(R, transl, t, obs.numpy(), ref.body, fn, get_preset(preset).layout)
-            if fit_2d and get_preset(preset).kind == "kp2d" and not extra_frames:
-                R, transl = fit_track_2d(t, R, transl, obs.numpy(), ref.body, fn, get_preset(preset).layout,
-                                         fit_options)
+            poses.append([R, transl, x, obs, fn])
+        if fit_2d and get_preset(preset).kind == "kp2d" and not extra_frames:   # all tracks in one batch
+            fitted = fit_tracks_2d([(t, R, transl, obs.numpy(), fn) for t, (R, transl, _, obs, fn) in zip(ts, poses)],
+                                   ref.body, get_preset(preset).layout, fit_options)
+            for pz, (R, transl) in zip(poses, fitted):
+                pz[0], pz[1] = R, transl
+        for t, (R, transl, x, obs, fn) in zip(ts, poses):
             if t.side == "left":
                 R, transl = mirror_x(R, transl)
             joints = ref.body_for(preset, t.side).pose_keypoints(R, transl, get_preset(preset).loss_layout)
@@ -570,23 +575,29 @@ def align_translation_2d(R, transl, track: Track, observed, body, f_norm, layout
     return transl + torch.as_tensor(corr, dtype=transl.dtype)
 
 
-def fit_track_2d(track: Track, R, transl, observed, body, f_norm, layout, options=None):
-    """:func:`posebert_plug.fit2d.fit_to_keypoints` on a track's own 2D keypoints (pixels);
-    ``options``: a :class:`~posebert_plug.fit2d.FitOptions` or a dict of its fields."""
-    from .fit2d import FitOptions, fit_to_keypoints
+def fit_tracks_2d(jobs, body, layout, options=None) -> list:
+    """:func:`posebert_plug.fit2d.fit_many` on tracks' own 2D keypoints (pixels), all in one batch.
+    jobs: [(track, R (N, J, 3, 3), transl (N, 3), observed (N,), f_norm)] -> [(R, transl)].
+    ``options``: a :class:`~posebert_plug.fit2d.FitOptions` or a dict of its fields (fps: the track's)."""
+    from .fit2d import FitOptions, fit_many
+    if not jobs:
+        return []
     if isinstance(options, dict) or options is None:
-        options = FitOptions(**{"fps": track.video.fps or 30.0, **(options or {})})
-    src, dst = mapping(track.layout2d, layout)
-    n, K = len(track), get_skeleton(layout).num_joints
-    uv = np.zeros((len(R), K, 2))
-    c = np.zeros((len(R), K))
-    uv[:n, dst] = np.nan_to_num(track.kp2d[:, src])
-    c[:n, dst] = np.nan_to_num(track.kp2d_conf[:, src]) * np.isfinite(track.kp2d[:, src]).all(-1)
-    o = np.zeros(len(R), bool)
-    o[:n] = np.asarray(observed[:n], bool)
-    v = track.video
-    f_px = f_norm * max(v.width, v.height) / 2
-    return fit_to_keypoints(R, transl, uv, c, o, body, layout, f_px, (v.width / 2, v.height / 2), options)
+        options = FitOptions(**{"fps": jobs[0][0].video.fps or 30.0, **(options or {})})
+    src, dst = mapping(jobs[0][0].layout2d, layout)
+    K = get_skeleton(layout).num_joints
+    items = []
+    for track, R, transl, observed, f_norm in jobs:
+        n = len(track)
+        uv = np.zeros((len(R), K, 2))
+        c = np.zeros((len(R), K))
+        uv[:n, dst] = np.nan_to_num(track.kp2d[:, src])
+        c[:n, dst] = np.nan_to_num(track.kp2d_conf[:, src]) * np.isfinite(track.kp2d[:, src]).all(-1)
+        o = np.zeros(len(R), bool)
+        o[:n] = np.asarray(observed[:n], bool)
+        v = track.video
+        items.append((R, transl, uv, c, o, f_norm * max(v.width, v.height) / 2, (v.width / 2, v.height / 2)))
+    return fit_many(items, body, layout, options)
 
 
 def _upsample_factor(video, model_fps):
