@@ -38,7 +38,7 @@ class FitOptions:
     lr: float = 0.03
     scale_px: float = 8.0        # pseudo-Huber scale of the reprojection error (pixels)
     w_prior: float = 1.0         # rotation correction (per radian^2, per joint)
-    knot_seconds: float = 0.15   # corrections are piecewise linear between knots this far apart (at least 2 frames)
+    knot_seconds: float = 0.15   # corrections are piecewise linear between knots this far apart (0: every frame)
     w_smooth: float = 10.0       # second difference of the corrections at the knots (per radian^2 / per m^2)
     min_conf: float = 0.2        # keypoints below are not fitted
     min_keypoints: int = 6       # frames with fewer confident keypoints have no data term
@@ -46,6 +46,7 @@ class FitOptions:
     # After the fit, the correction is scaled down (halved, down to none) while the fitted keypoints
     # accelerate more than the observed ones: the output is never jerkier than its input.
     limit_acceleration: bool = True
+    fit_depth: bool = False      # False: the depth (z) of the translation stays as aligned before the fit
     fps: float = 30.0            # the track's frame rate (sets the knot spacing in frames)
 
 
@@ -81,7 +82,7 @@ def fit_many(items, body, layout, options: FitOptions | None = None) -> list:
     """:func:`fit_to_keypoints` for several tracks in one batch (one forward per step for all of them):
     items [(R, transl, uv_px, conf, observed, focal_px, centre)] -> [(R, transl)]."""
     o = options or FitOptions()
-    step = max(2, int(round(o.knot_seconds * (o.fps or 30.0))))
+    step = max(1, int(round(o.knot_seconds * (o.fps or 30.0))))
     Rs, ts, uvs, cs, obss, fs, cxy, bases, seg = [], [], [], [], [], [], [], [], []
     for k, (R, transl, uv_px, conf, observed, focal_px, centre) in enumerate(items):
         N = len(R)
@@ -120,9 +121,11 @@ def fit_many(items, body, layout, options: FitOptions | None = None) -> list:
     opt = torch.optim.Adam([cv, ct], lr=o.lr)
     csum = c.sum().clamp_min(1.0)
 
+    tmask = torch.tensor([1.0, 1.0, 1.0 if o.fit_depth else 0.0], dtype=torch.float64)
+
     def pose(cv, ct):
         dv = torch.einsum("nm,mjc->njc", B, cv) * free
-        return R0 @ _rotvec_to_rotmat(dv), t0 + B @ ct, dv
+        return R0 @ _rotvec_to_rotmat(dv), t0 + (B @ ct) * tmask, dv
 
     def project(kp):
         z = kp[..., 2].clamp_min(0.05)

@@ -273,7 +273,7 @@ class Pipeline:
             return {}
         out = refine_tracks(todo, model="kp2d-coco17" if self.preset == "auto" else self.preset, window=1, stride=1,
                             device=self.device, dropped=[], fit_2d=self.fit_2d,
-                            fit_options={"w_smooth": 0.0, "w_transl_smooth": 0.0,
+                            fit_options={"w_smooth": 0.0, "knot_seconds": 0.0,
                                                                           "limit_acceleration": False})
         return {r.track_id: (r.rotmats, r.transl) for r in out}
 
