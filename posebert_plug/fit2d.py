@@ -16,7 +16,9 @@ project onto the confident observed 2D keypoints, with
   ``knot_seconds`` apart (filled frames follow their neighbours; the output keeps
   PoseBERT's motion and adds only slow corrections), with a penalty on their second
   difference at the knots; afterwards the correction is scaled down while the fitted
-  keypoints would accelerate more than the observed ones (never jerkier than the input).
+  keypoints would accelerate more than the observed ones, and where even PoseBERT's own
+  output would, it is smoothed (Savitzky-Golay, windows 5-31) until it does not: never
+  jerkier than the input.
 
 Weights (``FitOptions``) were set on vtest.avi / the demo clip so that the
 median reprojection error drops to the detector's noise level while the output
@@ -80,13 +82,17 @@ def fit_to_keypoints(R, transl, uv_px, conf, observed, body, layout, focal_px, c
 
 def fit_many(items, body, layout, options: FitOptions | None = None) -> list:
     """:func:`fit_to_keypoints` for several tracks in one batch (one forward per step for all of them):
-    items [(R, transl, uv_px, conf, observed, focal_px, centre)] -> [(R, transl)]."""
+    items [(R, transl, uv_px, conf, observed, focal_px, centre[, seen])] -> [(R, transl)]; ``seen`` (N,) bool:
+    the frames the acceleration guard compares on (default ``observed``; the estimator's detections,
+    where ``observed`` may leave out frames the refiner did not trust)."""
     o = options or FitOptions()
     step = max(1, int(round(o.knot_seconds * (o.fps or 30.0))))
-    Rs, ts, uvs, cs, obss, fs, cxy, bases, seg = [], [], [], [], [], [], [], [], []
-    for k, (R, transl, uv_px, conf, observed, focal_px, centre) in enumerate(items):
+    Rs, ts, uvs, cs, obss, fs, cxy, bases, seg, seen = [], [], [], [], [], [], [], [], [], []
+    for k, (R, transl, uv_px, conf, observed, focal_px, centre, *rest) in enumerate(items):
         N = len(R)
         c = torch.as_tensor(np.nan_to_num(np.asarray(conf, np.float64)))
+        # keypoints the acceleration guard compares on (confidence >= 0.5 in an observed frame)
+        seen.append((c >= 0.5).numpy() & np.asarray(rest[0] if rest else observed, bool)[:, None])
         c = torch.where(c >= o.min_conf, c, torch.zeros_like(c))
         obs = torch.as_tensor(np.asarray(observed, bool)) & ((c > 0).sum(-1) >= o.min_keypoints)
         Rs.append(R.detach().double())
@@ -98,7 +104,7 @@ def fit_many(items, body, layout, options: FitOptions | None = None) -> list:
         cxy.append(torch.tensor([float(centre[0]), float(centre[1])], dtype=torch.float64).expand(N, 2))
         bases.append(_hat_basis(N, step) if N else torch.zeros(0, 0, dtype=torch.float64))
         seg.append(torch.full((N,), k))
-    out = [(R, transl) for R, transl, *_ in items]
+    out = [(it[0], it[1]) for it in items]
     todo = [k for k in range(len(items)) if len(items[k][0]) and obss[k].any()]
     if not todo:
         return out
@@ -160,13 +166,37 @@ def fit_many(items, body, layout, options: FitOptions | None = None) -> list:
         starts = np.cumsum([0] + sizes_n)
         for j, k in enumerate(todo):
             a, b = starts[j], starts[j + 1]
-            valid = (c[a:b] >= 0.5).numpy() & obss[k].numpy()[:, None]
+            valid = seen[k]
             a_in = acceleration_px(uv[a:b].numpy(), valid)
+            ok = False
             for Rf, tf, kp in cand:
                 if kp is None or not np.isfinite(a_in) or acceleration_px(kp[a:b], valid) <= a_in:
+                    ok = True
                     break
-            out[k] = (Rf[a:b].to(items[k][0].dtype), tf[a:b].to(items[k][1].dtype))
+            Rk, tk = Rf[a:b], tf[a:b]
+            if not ok:   # PoseBERT's own output is jerkier than the input here: smooth it until it is not
+                fa, ca = f[a].item(), (cx[a].item(), cy[a].item())
+                Rk, tk = _smooth_until(Rk, tk, lambda R_, t_: acceleration_px(project_px(
+                    body.pose_keypoints(R_.float(), t_.float(), layout).double().numpy(), fa, ca), valid) <= a_in)
+            out[k] = (Rk.to(items[k][0].dtype), tk.to(items[k][1].dtype))
     return out
+
+
+def _smooth_until(R, t, good, windows=(5, 9, 15, 31)):
+    """Savitzky-Golay (order 2) of rotations and translation with growing windows until ``good(R, t)``."""
+    from .baselines import savgol, savgol_rotations
+    N = len(R)
+    every = np.ones(N, bool)
+    Rs, ts = R, t
+    for w in windows:
+        w = min(w, N if N % 2 else N - 1)
+        if w < 5:
+            break
+        Rs = torch.as_tensor(savgol_rotations(R.double().numpy(), every, window=w, order=2))
+        ts = torch.as_tensor(savgol(t.double().numpy(), every, window=w, order=2))
+        if good(Rs, ts):
+            break
+    return Rs, ts
 
 
 def project_px(points, focal_px, centre):

@@ -596,7 +596,9 @@ def fit_tracks_2d(jobs, body, layout, options=None) -> list:
         o = np.zeros(len(R), bool)
         o[:n] = np.asarray(observed[:n], bool)
         v = track.video
-        items.append((R, transl, uv, c, o, f_norm * max(v.width, v.height) / 2, (v.width / 2, v.height / 2)))
+        seen = np.zeros(len(R), bool)
+        seen[:n] = track.observed
+        items.append((R, transl, uv, c, o, f_norm * max(v.width, v.height) / 2, (v.width / 2, v.height / 2), seen))
     return fit_many(items, body, layout, options)
 
 
