@@ -71,7 +71,7 @@ def build_parser():
     ap.add_argument("--cuts", default="auto", metavar="auto|none|F1,F2,...", help="shot cuts (frames starting a new "
                     "shot; no track crosses one): auto (found on the frames, default), none, or a list of frames")
     ap.add_argument("--min-observed", type=int, default=None, metavar="N", help="usable frames a track needs "
-                    "(default: the larger of 5 and half a second of video); fewer: dropped, listed in summary.json")
+                    "(default: the larger of 5 and 0.2 s of video); fewer: dropped, listed in summary.json")
     ap.add_argument("--max-fill-seconds", type=float, default=1.0, metavar="S", help="longest gap filled (default "
                     "1.0 s); a longer gap splits the track")
     ap.add_argument("--min-box-height", type=float, default=0.03, metavar="FRAC", help="tracks whose median box is "
