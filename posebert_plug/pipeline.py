@@ -75,7 +75,7 @@ class Pipeline:
     progress: bool = True
     # Shot cuts: "auto" (found on the frames, posebert_plug.cuts), None/"none" (none), or a list of
     # frames starting a new shot. Evidence (tracking.evidence.EvidenceConfig): usable frames a track
-    # needs (None: max(5, half a second)), longest gap filled (seconds; longer gaps split the track),
+    # needs (None: max(5, 0.2 s of video)), longest gap filled (seconds; longer gaps split the track),
     # smallest median box height (fraction of the frame), widest median box (width / height).
     cuts: object = "auto"
     min_observed: int | None = None

@@ -13,7 +13,7 @@ the tracks and the video's shot cuts and returns what PoseBERT should refine:
    of video, ``max_fill_seconds``), and each piece is trimmed to its first and last
    usable frames, so nothing is extrapolated past the evidence;
 3. a piece is dropped when it has fewer than ``min_observed`` usable frames
-   (default: the larger of 5 and half a second of video), when the median height of
+   (default: the larger of 5 and 0.2 s of video: 6 frames at 30 fps), when the median height of
    its boxes is below ``min_box_height`` of the frame height (default 3 %) or when
    its median box is more than ``max_box_aspect`` times wider than tall (default 2.5:
    a car, a motorbike, a bench, not a standing, sitting or head-and-shoulders person).
@@ -40,7 +40,7 @@ class EvidenceConfig:
     means: derived from the video's fps (``*_seconds``)."""
 
     min_observed: int | None = None       # usable frames a track needs (None: max(5, min_observed_seconds * fps))
-    min_observed_seconds: float = 0.5
+    min_observed_seconds: float = 0.2
     max_fill_frames: int | None = None    # longest gap filled (None: max_fill_seconds * fps, at least 1)
     max_fill_seconds: float = 1.0
     min_box_height: float = 0.03          # median box height / frame height
