@@ -341,6 +341,11 @@ def run_batch(jobs, out, *, workers=None, cpus_per_worker=1, gpus_per_worker=0, 
             if todo:
                 gpus = gpus_per_worker or 0
                 res = ray.cluster_resources()
+                if not address:   # a worker asking more than the machine has would wait forever
+                    for what, need in (("CPU", cpus_per_worker), ("GPU", gpus)):
+                        if need > res.get(what, 0):
+                            raise BatchError(f"a worker needs {need:g} {what}(s) but this machine has "
+                                             f"{res.get(what, 0):g} (--cpus-per-worker / --gpus-per-worker)")
                 if workers is None:
                     workers = int(res.get("GPU", 0) // gpus) if gpus else int(res.get("CPU", 1) // cpus_per_worker)
                 workers = max(1, min(int(workers), len(todo)))
