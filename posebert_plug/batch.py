@@ -332,6 +332,7 @@ def run_batch(jobs, out, *, workers=None, cpus_per_worker=1, gpus_per_worker=0, 
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="videos", unit="video", disable=not progress)
     stop = _StopOnSignal()
     actors, inflight = [], {}
+    handlers = _signal_handlers()   # ray.init replaces SIGTERM's; given back after ray.shutdown
     try:
         if todo:
             started = _init_ray(address, None if address else os.cpu_count(), None, object_store_mb)
@@ -402,6 +403,7 @@ def run_batch(jobs, out, *, workers=None, cpus_per_worker=1, gpus_per_worker=0, 
                 pass
         if started:
             ray.shutdown()
+            _restore_signal_handlers(handlers)
     for j, _ in list(todo):
         rows[j.name] = _row(j, "pending", error="not started: the batch was interrupted")
     for a, j, key in inflight.values():
@@ -418,6 +420,18 @@ def run_batch(jobs, out, *, workers=None, cpus_per_worker=1, gpus_per_worker=0, 
         from .pipeline_outputs import Terminated
         raise Terminated(stop.signum)
     return table
+
+
+def _signal_handlers() -> dict:
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+
+
+def _restore_signal_handlers(handlers):
+    for s, h in handlers.items():
+        signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 class _StopOnSignal:

@@ -71,11 +71,14 @@ def ray_session():
     """One local Ray for the module; afterwards none of its processes may remain."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")   # short: Ray's socket paths have a length limit
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 << 20,
              _temp_dir=tmp, configure_logging=True, logging_level="ERROR")
     assert _ray_processes(tmp), "the check below must see Ray's own processes"
     yield tmp
     ray.shutdown()
+    for s, h in handlers.items():   # ray.init installed its own SIGTERM handler in this process
+        signal.signal(s, h)
     left = _wait_gone(tmp)
     shutil.rmtree(tmp, ignore_errors=True)
     assert not left, f"Ray processes left after shutdown: {left}"
@@ -112,7 +115,9 @@ def test_batch_runs_skips_retries_and_matches_single_video_runs(ray_session, cli
     out = str(tmp_path / "out")
     jobs = _jobs(clips)
     assert [j.name for j in jobs] == ["broken", "clip0", "clip1", "clip2", "clip3"]
+    handler = signal.getsignal(signal.SIGTERM)
     rows = run_batch(jobs, out, workers=2, progress=False)
+    assert signal.getsignal(signal.SIGTERM) is handler     # the batch's own handlers are gone
     by = {r["name"]: r for r in rows}
     # One failing video is reported and does not stop the others.
     assert by["broken"]["status"] == "failed" and "exit 2" in by["broken"]["error"]
