@@ -61,7 +61,7 @@ def build_parser():
     ap.add_argument("--predict-ahead", type=int, default=0, metavar="K",
                     help="with --online: output the pose predicted K frames ahead (cancels pipeline latency)")
     ap.add_argument("--imgsz", type=int, default=None, help="YOLO input size (small people need 960+; default: "
-                    "960, or the video's long side when smaller: no upscaling)")
+                    "960, at most 1.25x the video's long side)")
     ap.add_argument("--yolo-weights", metavar="PATH", help="YOLO pose weights (default: found offline)")
     ap.add_argument("--renderer", default="auto", choices=["auto", "moderngl", "pyrender"])
     ap.add_argument("--skeleton-only", action="store_true", help="draw skeletons instead of meshes")
