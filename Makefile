@@ -18,4 +18,5 @@ demo: install
 	$(BIN)/posebert-refine examples/vtest_clip.mp4 --estimator yolo --out out/demo
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests

@@ -14,7 +14,7 @@ import numpy as np
 
 from posebert_plug.skeletons import get_skeleton, layout_for_count, to_coco17
 from posebert_plug.types import Detection
-from .base import (Adapter, AdapterError, Notes, finish, frame_indices, load_json, numeric, one_frame_index, register,
+from .base import (Adapter, AdapterError, Notes, finish, load_json, numeric, one_frame_index, register,
                    relative_scores)
 
 # Sum of the 16 H36M-17 bone lengths of the default body (T-pose), metres: the scale root-relative 3D

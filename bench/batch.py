@@ -153,7 +153,7 @@ def section_batch(args):
     ok = [n for n in names if os.path.exists(os.path.join(seq, n, "summary.json"))]
     tf = sum(track_frames(os.path.join(seq, n)) for n in ok)
     equal = sum(same_outputs(os.path.join(seq, n), os.path.join(bat, n)) for n in ok)
-    print(f"| run | seconds | videos/hour | track-frames/s |\n|---|---|---|---|")
+    print("| run | seconds | videos/hour | track-frames/s |\n|---|---|---|---|")
     for name, s in ((f"sequential posebert-refine loop (load {load_seq:.1f})", t_seq),
                     (f"posebert-batch --workers {args.workers} (Ray start included; load {load():.1f})", t_bat)):
         print(f"| {name} | {s:.1f} | {3600 * len(ok) / s:.0f} | {tf / s:.1f} |")
@@ -202,7 +202,6 @@ def section_kill(args, clips, names, seq):
 
 def _motion(T, n):
     """``n`` windows of T frames at 30 fps: held-out mocap (cache/val.npz) or generated motion."""
-    import torch
     from posebert_plug.rotations import sixd_to_rotmat
     path = os.path.join(ROOT, "cache", "val.npz")
     if os.path.exists(path):

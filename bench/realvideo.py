@@ -110,7 +110,6 @@ def coco_px(body, rotmats, transl, video):
 
 
 def evaluate_clip(name, args):
-    import torch
     from adapters.video import probe
     from posebert_plug.fit2d import acceleration_px, reprojection_error_px
     from posebert_plug.pipeline import Pipeline

@@ -29,7 +29,7 @@ from posebert_plug import baselines as B
 from posebert_plug import metrics as M
 from posebert_plug import synth
 from posebert_plug.body_model import DefaultBodyModel
-from posebert_plug.camera import F_NORM, project
+from posebert_plug.camera import project
 from posebert_plug.mocap.dataset import MotionCache
 from posebert_plug.refine import OnlineRefiner, refine_tracks
 from posebert_plug.rotations import sixd_to_rotmat
@@ -262,7 +262,8 @@ def section_kp2d(cache, args):
         P = joints(np.stack([o.rotmats for o in out]))
         T = np.stack([o.transl for o in out])
         te = np.linalg.norm(T - tr.numpy(), axis=-1).mean() * 1000
-        print(f"| {k} | {float(M.mpjpe(P, G)):.1f} | {float(M.pa_mpjpe(P, G)):.1f} | {float(M.accel_error(P, G)):.1f} | {te:.0f} |")
+        print(f"| {k} | {float(M.mpjpe(P, G)):.1f} | {float(M.pa_mpjpe(P, G)):.1f} | "
+              f"{float(M.accel_error(P, G)):.1f} | {te:.0f} |")
 
 
 def section_speed(cache, args):

@@ -14,8 +14,7 @@ import time
 import numpy as np
 
 import adapters
-from adapters.video import iter_frames, probe
-from posebert_plug.types import FrameDetections
+from adapters.video import probe
 from tracking import track_detections
 
 
@@ -59,12 +58,14 @@ def main():
     lens = np.array([len(t) for t in tracks])
     obs = np.array([t.num_observed for t in tracks])
     gaps = [g for t in tracks for g in _gaps(t.observed)]
-    print(f"\n### tracks on YOLO@{args.sizes[-1]} detections ({len(last)} frames, tracking {1000 * dt / len(last):.2f} ms/frame)\n")
+    print(f"\n### tracks on YOLO@{args.sizes[-1]} detections ({len(last)} frames, "
+          f"tracking {1000 * dt / len(last):.2f} ms/frame)\n")
     print(f"- tracks: {len(tracks)}; length (frames) median {np.median(lens):.0f}, min {lens.min()}, max {lens.max()}")
     print(f"- observed fraction per track: median {np.median(obs / lens):.2f}, min {np.min(obs / lens):.2f}")
     print(f"- gaps: {len(gaps)}; length median {np.median(gaps) if gaps else 0:.0f}, max {max(gaps) if gaps else 0}, "
           f"total missing frames {sum(gaps)}")
-    print(f"- concurrent tracks per frame: {np.mean([sum(1 for t in tracks if t.frames[0] <= f.frame <= t.frames[-1]) for f in last]):.2f}")
+    concurrent = [sum(1 for t in tracks if t.frames[0] <= f.frame <= t.frames[-1]) for f in last]
+    print(f"- concurrent tracks per frame: {np.mean(concurrent):.2f}")
 
 
 def _gaps(observed):

@@ -16,7 +16,6 @@ import argparse
 import itertools
 import os
 
-import numpy as np
 
 import adapters
 from adapters.video import probe

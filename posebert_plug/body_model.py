@@ -204,7 +204,8 @@ class SMPLBodyModel(torch.nn.Module):
         batch = rotmats.shape[:-3]
         rm = rotmats.reshape(-1, 24, 3, 3).float()
         n = rm.shape[0]
-        b = torch.zeros(n, self.smpl.num_betas) if betas is None else torch.as_tensor(betas).reshape(-1, betas.shape[-1]).expand(n, -1).float()
+        b = torch.zeros(n, self.smpl.num_betas) if betas is None else \
+            torch.as_tensor(betas).reshape(-1, betas.shape[-1]).expand(n, -1).float()
         t = torch.zeros(n, 3) if transl is None else transl.reshape(n, 3).float()
         out = self.smpl(global_orient=rm[:, :1], body_pose=rm[:, 1:], betas=b, transl=t, pose2rot=False)
         joints = out.joints[:, :24].reshape(*batch, 24, 3).to(rotmats.dtype)

@@ -113,7 +113,8 @@ def refine_main(argv=None):
     from .pipeline import Pipeline, PipelineError
     from .pipeline_outputs import Terminated
     p = Pipeline(estimator=args.estimator, estimator_output=args.estimator_output, preset=args.preset,
-                 smpl_dir=args.smpl_dir, mano_dir=args.mano_dir, device=args.device, baselines=tuple(args.baseline), online=args.online,
+                 smpl_dir=args.smpl_dir, mano_dir=args.mano_dir, device=args.device, baselines=tuple(args.baseline),
+                 online=args.online,
                  predict_ahead=args.predict_ahead, imgsz=args.imgsz, yolo_weights=args.yolo_weights,
                  renderer=args.renderer, render=not args.no_render, skeleton_only=args.skeleton_only,
                  side_by_side=not args.no_side_by_side, max_frames=args.max_frames, progress=not args.quiet,

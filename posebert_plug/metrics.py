@@ -11,7 +11,6 @@ errors are returned in millimetres (Accel in mm/frame^2), PCK in percent.
 from __future__ import annotations
 
 import roma
-import torch
 
 __all__ = ["mpjpe", "pa_mpjpe", "mpvpe", "accel_error", "pck3d", "pa_pck3d", "procrustes_align", "per_joint_error"]
 

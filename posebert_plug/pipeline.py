@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .body_model import BodyModelNotFound
-from .types import RefinedTrack, Track, VideoInfo, save_tracks
+from .types import RefinedTrack, Track, VideoInfo
 
 
 class PipelineError(Exception):
@@ -32,7 +32,8 @@ class PipelineError(Exception):
 
 
 EXIT_CODES = {0: "success", 1: "internal error", 2: "bad input or usage (unreadable video, unknown estimator, "
-              "unwritable output folder, malformed estimator file, bad option value)", 3: "nobody detected or tracked in the video"}
+              "unwritable output folder, malformed estimator file, bad option value)",
+              3: "nobody detected or tracked in the video"}
 
 
 BASELINES = ("savgol", "nearest")   # what Pipeline.baseline computes (and --baseline accepts)

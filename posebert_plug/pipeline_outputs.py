@@ -415,7 +415,8 @@ def write_plots(stage, video, tracks, refined, base, body):
             ax.plot(r.frames[1:-1], accel(ours), label="PoseBERT", lw=1)
         if t is not None and len(t) >= 3:
             if t.kp2d is not None:
-                ax.plot(t.frames[1:-1], accel(np.where(t.observed[:, None, None], t.kp2d, np.nan)), label="input", lw=0.8, alpha=0.7)
+                ax.plot(t.frames[1:-1], accel(np.where(t.observed[:, None, None], t.kp2d, np.nan)), label="input",
+                        lw=0.8, alpha=0.7)
                 if same_kp and "rotmats" in s and "transl" in s:
                     kp = body.pose_keypoints(torch.as_tensor(s["rotmats"]).float(), torch.as_tensor(s["transl"]).float(),
                                              "coco17").numpy()

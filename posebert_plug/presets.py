@@ -20,7 +20,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 
 import torch
@@ -270,7 +270,8 @@ def load_model(preset="smpl", checkpoint=None, device="cpu") -> PoseBERT:
         reg = _registry_path()
         index = json.loads((reg / "index.json").read_text()) if (reg / "index.json").is_file() else {}
         if p.name not in index:
-            raise FileNotFoundError(f"no shipped checkpoint for preset {p.name!r} (shipped: {', '.join(sorted(index)) or 'none'}); "
+            raise FileNotFoundError(f"no shipped checkpoint for preset {p.name!r} "
+                                    f"(shipped: {', '.join(sorted(index)) or 'none'}); "
                                     f"train one with: posebert-train --preset {p.name}")
         checkpoint = str(reg / index[p.name]["file"])
         digest = sha256_of(checkpoint)

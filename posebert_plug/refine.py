@@ -463,7 +463,7 @@ def _refined_keypoints(track: Track, R, transl, obs, body):
     """The input's 3D keypoints refined (``trust.refine_keypoints``), in the input's frame: (N, K, 3)."""
     from .skeletons import canonical_frame_joints
     from .trust import refine_keypoints
-    n, N = len(track), len(R)
+    n = len(track)
     kp_body = body.pose_keypoints(R, transl, track.layout3d)
     kp_in = torch.zeros_like(kp_body)
     kp_in[:n] = torch.as_tensor(np.nan_to_num(track.kp3d), dtype=kp_body.dtype)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .camera import F_NORM, project, transl_to_param
+from .camera import F_NORM
 from .rotations import rotvec_to_rotmat, sixd_to_rotmat
 
 R_CAM = torch.tensor([[1.0, 0, 0], [0, -1.0, 0], [0, 0, -1.0]])

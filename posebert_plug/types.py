@@ -229,7 +229,8 @@ class Track:
         dets = sorted(detections, key=lambda d: d.frame)
         fr = [d.frame for d in dets]
         if len(set(fr)) != len(fr):
-            raise ValueError(f"track {track_id}: two detections in one frame ({sorted(set(f for f in fr if fr.count(f) > 1))[:5]})")
+            twice = sorted(set(f for f in fr if fr.count(f) > 1))[:5]
+            raise ValueError(f"track {track_id}: two detections in one frame ({twice})")
         first, last = fr[0], fr[-1]
         N = last - first + 1
         idx = np.array(fr) - first

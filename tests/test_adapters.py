@@ -248,7 +248,7 @@ def test_yolo_runs_offline_on_the_real_video(tmp_path):
 
 
 def test_video_errors(tmp_path):
-    from adapters.video import VideoError, iter_frames, probe
+    from adapters.video import VideoError, probe
     (tmp_path / "empty.mp4").write_bytes(b"")
     with pytest.raises(VideoError, match="empty"):
         probe(tmp_path / "empty.mp4")

@@ -72,7 +72,7 @@ def _hybrik_res(path, frames=12):
 
 
 def test_hybrik_end_to_end(tmp_path, grey_video):
-    R = _hybrik_res(tmp_path / "res.pk")
+    _hybrik_res(tmp_path / "res.pk")
     out = tmp_path / "out"
     r = _cli(grey_video, "--estimator", "hybrik", "--estimator-output", tmp_path / "res.pk", "--out", out)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -51,7 +51,8 @@ NUM_FRAMES = 40              # the video the files are read for
 
 
 def fuzz_settings(n):
-    return settings(max_examples=n, derandomize=True, deadline=None, database=None, print_blob=False, phases=[Phase.explicit, Phase.generate, Phase.shrink],
+    return settings(max_examples=n, derandomize=True, deadline=None, database=None, print_blob=False,
+                    phases=[Phase.explicit, Phase.generate, Phase.shrink],
                     suppress_health_check=list(HealthCheck))
 
 

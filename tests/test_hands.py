@@ -7,10 +7,9 @@ import torch
 
 from posebert_plug.body_model import BodyModelNotFound
 from posebert_plug.hand_model import MANO_TIP_VERTICES, DefaultHandModel, MANOHandModel, load_hand_model
-from posebert_plug.hand_motion import FINGERS, LIMITS, HandMotionGenerator, finger_angles
+from posebert_plug.hand_motion import LIMITS, HandMotionGenerator, finger_angles
 from posebert_plug.kinematics import forward_kinematics
 from posebert_plug.rotations import rotvec_to_rotmat
-from posebert_plug.skeletons import get_skeleton
 
 
 @pytest.fixture(scope="module")

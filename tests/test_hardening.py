@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import types
 
 import joblib
@@ -21,11 +20,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import adapters
 from adapters.safe_load import MAX_ARRAY_BYTES, UnsafeFileError, safe_joblib_load, safe_pickle_load
 from posebert_plug.body_model import BodyModelNotFound, load_body_model
 from posebert_plug.hand_model import load_hand_model
-from posebert_plug.pipeline import Pipeline, PipelineError
+from posebert_plug.pipeline import Pipeline
 from posebert_plug.types import load_tracks
 
 W, H = 320, 240

@@ -138,7 +138,6 @@ def test_checkpoint_loading_is_weights_only_and_checked(tmp_path):
     back = load_model("smpl", checkpoint=str(tmp_path / "m.pt"))
     assert back.config["dim"] == 32
     # A file holding arbitrary objects is refused by weights_only loading.
-    import pickle
 
     class Evil:
         def __reduce__(self):

@@ -77,7 +77,6 @@ def test_empty_frames_and_no_frames():
 
 
 def test_fifty_people_in_one_frame():
-    rng = np.random.default_rng(0)
     xs, ys = np.meshgrid(np.arange(10) * 120 + 60, np.arange(5) * 140 + 100)
     pos = np.stack([xs.ravel(), ys.ravel()], 1)
     frames = [FrameDetections(f, [person(f, x + f, y) for x, y in pos]) for f in range(8)]

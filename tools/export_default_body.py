@@ -149,7 +149,7 @@ def main():
         nearest_vertex_row(np.array([0.0, J_t[15, 1] + 0.14, J_t[15, 2]])),  # top of the head
         joint_row(16), joint_row(18), joint_row(20), joint_row(17), joint_row(19), joint_row(21),
     ]
-    nose, leye, reye = kp(coco_row("nose")), kp(coco_row("left_eye")), kp(coco_row("right_eye"))
+    nose, leye = kp(coco_row("nose")), kp(coco_row("left_eye"))
     # Finger tips from Anny's bone ends, in the T-pose (moved with their SMPL joint).
     def tip_row(bone):
         b = labels.index(bone)

@@ -45,8 +45,12 @@ def main():
             draw(ax, J[t] + offset, SMPL24.parents, "tab:orange")
             c = src.positions[t, pelvis] + offset / 2
             c[1] = 1.0
-            ax.set_xlim(c[0] - 1, c[0] + 1); ax.set_ylim(c[2] - 1, c[2] + 1); ax.set_zlim(0, 2)
-            ax.set_xticks([]); ax.set_yticks([]); ax.set_zticks([])
+            ax.set_xlim(c[0] - 1, c[0] + 1)
+            ax.set_ylim(c[2] - 1, c[2] + 1)
+            ax.set_zlim(0, 2)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_zticks([])
             ax.view_init(elev=10, azim=-80)
             ax.set_title(f"{os.path.basename(path)} t={t}\nsource (blue) | SMPL-24 (orange)", fontsize=8)
     fig.tight_layout()

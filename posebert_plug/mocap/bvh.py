@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..rotations import euler_to_rotmat, rotmat_to_rotvec
+from ..rotations import euler_to_rotmat
 from .skeleton_motion import MocapFormatError, SkeletonMotion
 
 __all__ = ["read_bvh", "write_bvh", "BVHHierarchy"]
@@ -53,7 +53,6 @@ def read_bvh(path, scale: float | None = None) -> SkeletonMotion:
         n, tok = next(it)
         if tok[0].upper() != "HIERARCHY":
             raise MocapFormatError(path, f"expected HIERARCHY, got {tok[0]!r}", n)
-        pending_end = False
         for n, tok in it:
             key = tok[0].upper()
             if key in ("ROOT", "JOINT"):
@@ -64,9 +63,7 @@ def read_bvh(path, scale: float | None = None) -> SkeletonMotion:
                 offsets.append(None)
                 channels.append([])
                 stack.append(len(names) - 1)
-                pending_end = False
             elif key == "END":
-                pending_end = True
                 stack.append(None)
             elif key == "OFFSET":
                 vals = _floats(tok[1:4], path, n)

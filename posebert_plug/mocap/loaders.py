@@ -6,7 +6,7 @@ import os
 
 from ..skeletons import SMPL24
 from .amass import read_amass
-from .asf_amc import read_amc, read_asf
+from .asf_amc import read_amc
 from .bvh import read_bvh
 from .retarget import Motion, builtin_map, load_joint_map, resample, retarget
 from .skeleton_motion import MocapFormatError
