@@ -32,21 +32,47 @@ _RESIDUAL_STD = float(np.sqrt(1 - 17 / 35))
 _MAXWELL_MEDIAN = 1.5382
 
 
+_QUAD5 = (-3.0, 12.0, 17.0, 12.0, -3.0)   # quadratic least-squares fit over t-2..t+2, evaluated at t (/ 35)
+
+
+def _five_frame_fit(x: torch.Tensor, observed: torch.Tensor):
+    """Frames with 5 consecutive observed frames around them and the quadratic fit there:
+    (index of the centre frames (M,), fit (M, ...)); None when there is no such run."""
+    N = len(x)
+    run = torch.stack([observed[i:N - 4 + i] for i in range(5)]).all(0) if N >= 5 else torch.zeros(0, dtype=torch.bool)
+    if not run.any():
+        return None
+    idx = torch.nonzero(run)[:, 0]                                   # window starts
+    w = torch.tensor(_QUAD5, dtype=x.dtype) / 35
+    fit = sum(w[i] * x[idx + i] for i in range(5))
+    return idx + 2, fit
+
+
+def _noise_from_residual(resid: torch.Tensor) -> torch.Tensor:
+    """Per-axis noise std from the residual norms (M, K) of the 5-frame fit -> (K,)."""
+    return resid.median(0).values / (_MAXWELL_MEDIAN * _RESIDUAL_STD)
+
+
 def input_noise(R_in: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
     """Per-joint noise of the observed rotations: R_in (N, J, 3, 3), observed (N,) -> (J,) radians
     (per-axis standard deviation; NaN where fewer than 5 consecutive observed frames exist)."""
-    N, J = R_in.shape[:2]
-    ok = observed.clone()
-    run = torch.stack([ok[i:N - 4 + i] for i in range(5)]).all(0) if N >= 5 else torch.zeros(0, dtype=torch.bool)
-    if not run.any():
-        return torch.full((J,), float("nan"))
-    # quadratic least-squares fit over frames t-2..t+2, evaluated at t: weights (-3, 12, 17, 12, -3) / 35
-    w = torch.tensor([-3.0, 12.0, 17.0, 12.0, -3.0], dtype=R_in.dtype) / 35
-    idx = torch.nonzero(run)[:, 0]                                   # window starts
-    win = torch.stack([R_in[idx + i] for i in range(5)])             # (5, M, J, 3, 3)
-    fit = orthonormalize((w[:, None, None, None, None] * win).sum(0))
-    resid = geodesic_distance(fit, R_in[idx + 2])                    # (M, J)
-    return resid.median(0).values / (_MAXWELL_MEDIAN * _RESIDUAL_STD)
+    f = _five_frame_fit(R_in, observed)
+    if f is None:
+        return torch.full((R_in.shape[1],), float("nan"))
+    centre, fit = f
+    return _noise_from_residual(geodesic_distance(orthonormalize(fit), R_in[centre]))
+
+
+def _inverse_variance_weights(d: torch.Tensor, observed: torch.Tensor, s2: torch.Tensor, outlier_k: float):
+    """Weight of the input (N, K) from the input/estimate distances d (N, K) and the input's per-axis
+    noise variance s2 (K,): ``e^2 / (e^2 + s2)`` with the estimate's error e^2 the part of the median
+    disagreement the noise does not explain; 0 on unobserved frames and outliers."""
+    # per-axis variances: E[d^2] = 3 (sigma^2 + e^2) for isotropic errors; medians keep outliers out
+    total = (d[observed].median(0).values / _MAXWELL_MEDIAN) ** 2
+    e2 = (total - s2).clamp_min(0.0)
+    w = (e2 / (e2 + s2))[None].expand_as(d).clone()
+    w[(d > outlier_k * _MAXWELL_MEDIAN * torch.sqrt(s2 + e2)[None]) | ~observed[:, None]] = 0.0
+    return w
 
 
 def trust_weights(R_in: torch.Tensor, R_out: torch.Tensor, observed: torch.Tensor, outlier_k: float = 3.0,
@@ -54,19 +80,10 @@ def trust_weights(R_in: torch.Tensor, R_out: torch.Tensor, observed: torch.Tenso
     """Weight of the input per frame and joint: (N, J) in [0, 1], 0 on unobserved and outlier frames."""
     sigma = input_noise(R_in, observed)
     d = geodesic_distance(R_in, R_out)                               # (N, J)
-    N, J = d.shape
     if not observed.any() or torch.isnan(sigma).all():
-        return torch.zeros(N, J, dtype=R_in.dtype)
-    d_obs = d[observed]
-    # per-axis variances: E[d^2] = 3 (sigma^2 + e^2) for isotropic errors; medians keep outliers out
-    total = (d_obs.median(0).values / _MAXWELL_MEDIAN) ** 2
+        return torch.zeros_like(d)
     s2 = torch.nan_to_num(sigma, nan=float("inf")).clamp_min(sigma_floor) ** 2
-    e2 = (total - s2).clamp_min(0.0)
-    w = e2 / (e2 + s2)
-    w = w[None].expand(N, J).clone()
-    outlier = d > outlier_k * _MAXWELL_MEDIAN * torch.sqrt(s2 + e2)[None]
-    w[outlier | ~observed[:, None]] = 0.0
-    return w
+    return _inverse_variance_weights(d, observed, s2, outlier_k)
 
 
 def smooth_residual(R_out: torch.Tensor, R_in: torch.Tensor, observed: torch.Tensor, windows=(9, 15, 31),
@@ -128,14 +145,11 @@ def blend_with_input(R_out: torch.Tensor, R_in: torch.Tensor, observed: torch.Te
 def keypoint_noise(kp: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
     """Per-keypoint noise of observed 3D keypoints: kp (N, K, 3) metres -> (K,) per-axis std (metres;
     NaN where fewer than 5 consecutive observed frames exist). Same estimator as :func:`input_noise`."""
-    N, K = kp.shape[:2]
-    run = torch.stack([observed[i:N - 4 + i] for i in range(5)]).all(0) if N >= 5 else torch.zeros(0, dtype=torch.bool)
-    if not run.any():
-        return torch.full((K,), float("nan"))
-    w = torch.tensor([-3.0, 12.0, 17.0, 12.0, -3.0], dtype=kp.dtype) / 35
-    idx = torch.nonzero(run)[:, 0]
-    fit = sum(w[i] * kp[idx + i] for i in range(5))
-    return (fit - kp[idx + 2]).norm(dim=-1).median(0).values / (_MAXWELL_MEDIAN * _RESIDUAL_STD)
+    f = _five_frame_fit(kp, observed)
+    if f is None:
+        return torch.full((kp.shape[1],), float("nan"))
+    centre, fit = f
+    return _noise_from_residual((fit - kp[centre]).norm(dim=-1))
 
 
 def _sg_center_weight(window: int) -> float:
@@ -182,9 +196,5 @@ def refine_keypoints(kp_in: torch.Tensor, kp_body: torch.Tensor, observed: torch
                 best = torch.where(take[None, :, None], cand, best)
                 best_risk = torch.minimum(risk, best_risk)
     base = best if best is not None else kp_body
-    d = (kp_in - base).norm(dim=-1)                                   # (N, K)
-    total = (d[observed].median(0).values / _MAXWELL_MEDIAN) ** 2
-    e2 = (total - s2).clamp_min(0.0)
-    wt = (e2 / (e2 + s2))[None].expand_as(d).clone()
-    wt[(d > outlier_k * _MAXWELL_MEDIAN * torch.sqrt(s2 + e2)[None]) | ~observed[:, None]] = 0.0
+    wt = _inverse_variance_weights((kp_in - base).norm(dim=-1), observed, s2, outlier_k)
     return base + wt[..., None] * (kp_in - base)
