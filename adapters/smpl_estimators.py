@@ -109,19 +109,8 @@ class VIBEAdapter(Adapter):
 
     def read(self, path, video):
         notes = Notes()
-        d = safe_joblib_load(path)
-        if not isinstance(d, dict) or not d:
-            raise AdapterError(f"{path}: expected a non-empty dict keyed by track id")
         per_track, total = [], 0
-        for tid, tr_d in d.items():
-            where = f"{path} [track {tid}]"
-            try:
-                tid_int = int(tid)
-            except (TypeError, ValueError):
-                raise AdapterError(f"{where}: track ids must be integers") from None
-            if isinstance(tr_d, dict) and "pose" in tr_d and np.size(tr_d["pose"]) == 0:
-                notes(f"{where}: an empty track (no frames) is dropped")
-                continue
+        for tid_int, where, tr_d in _tracks_by_id(path, notes):
             pose = require(tr_d, "pose", where, (None, 72))
             T = len(pose)
             betas = require(tr_d, "betas", where, (T, 10))
@@ -268,20 +257,9 @@ class WHAMAdapter(Adapter):
 
     def read(self, path, video):
         notes = Notes()
-        d = safe_joblib_load(path)
-        if not isinstance(d, dict) or not d:
-            raise AdapterError(f"{path}: expected a non-empty dict keyed by track id")
         focal = float(np.hypot(video.width, video.height))
         dets, total = [], 0
-        for tid, tr_d in d.items():
-            where = f"{path} [track {tid}]"
-            try:
-                tid = int(tid)
-            except (TypeError, ValueError):
-                raise AdapterError(f"{where}: track ids must be integers") from None
-            if isinstance(tr_d, dict) and "pose" in tr_d and np.size(tr_d["pose"]) == 0:
-                notes(f"{where}: an empty track (no frames) is dropped")
-                continue
+        for tid, where, tr_d in _tracks_by_id(path, notes):
             pose = require(tr_d, "pose", where, (None, 72))
             T = len(pose)
             trans = require(tr_d, "trans", where)
@@ -350,3 +328,22 @@ class GVHMRAdapter(Adapter):
                 for i in range(L) if np.isfinite(R[i]).all() and np.isfinite(tr[i]).all() and tr[i, 2] > 0]
         warn_dropped(path, L, len(dets), notes)
         return finish(dets, path, video, focal_px=f0, notes=notes)
+
+
+def _tracks_by_id(path, notes):
+    """Tracks of a joblib file keyed by track id (VIBE ``vibe_output.pkl``, WHAM ``wham_output.pkl``):
+    yields (track id as int, "<file> [track id]" for messages, the track's dict); empty tracks are
+    dropped with a note."""
+    d = safe_joblib_load(path)
+    if not isinstance(d, dict) or not d:
+        raise AdapterError(f"{path}: expected a non-empty dict keyed by track id")
+    for tid, tr_d in d.items():
+        where = f"{path} [track {tid}]"
+        try:
+            tid_int = int(tid)
+        except (TypeError, ValueError):
+            raise AdapterError(f"{where}: track ids must be integers") from None
+        if isinstance(tr_d, dict) and "pose" in tr_d and np.size(tr_d["pose"]) == 0:
+            notes(f"{where}: an empty track (no frames) is dropped")
+            continue
+        yield tid_int, where, tr_d
