@@ -459,7 +459,11 @@ CHILD = textwrap.dedent("""
         outcome = f"exit {e.code}"
     except BaseException as e:
         outcome = f"{type(e).__name__}: {e}"
-    print(json.dumps({"outcome": outcome, "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+    # VmHWM: this process's own peak. ru_maxrss is not: Linux carries the parent's high-water mark
+    # over fork+exec, so a large pytest process (Ray, rendering) showed through as the child's peak.
+    hwm = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")]
+    peak = hwm[0] * 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"outcome": outcome, "peak_bytes": peak}))
 """)
 
 
