@@ -14,7 +14,8 @@ EPILOG = """examples:
   posebert-refine video.mp4 --estimator hand21 --estimator-output hands.npz   (any 21-keypoint hand file)
 
 outputs in --out: results.npz and results.json (per track: frames, SMPL rotations, camera-frame
-translation in metres, joints, observed mask), overlay.mp4, side_by_side.mp4 (input | Savitzky-Golay
+translation in metres, joints, observed mask; float arrays in results.json as base64 float32 unless
+--json-arrays lists), overlay.mp4, side_by_side.mp4 (input | Savitzky-Golay
 | PoseBERT), jitter_and_gaps.png, bvh/track_NNN.bvh, summary.json.
 
 exit codes: 0 success; 1 internal error; 2 bad input or usage (unreadable video, unknown estimator,
@@ -80,6 +81,9 @@ def build_parser():
                     "than R times wider than tall are dropped (default 2.5)")
     ap.add_argument("--no-fit-2d", action="store_true", help="keep PoseBERT's pose: no reprojection fit to the "
                     "2D keypoints")
+    ap.add_argument("--json-arrays", default="base64", choices=["base64", "lists"], help="how results.json writes "
+                    "float arrays: base64 (default: exact float32 bytes, 1.33x their size; meta.json_arrays says how "
+                    "to decode) or lists (nested lists rounded to 5 decimals, readable by eye, 2.3x)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap
 
@@ -119,7 +123,8 @@ def refine_main(argv=None):
                  renderer=args.renderer, render=not args.no_render, skeleton_only=args.skeleton_only,
                  side_by_side=not args.no_side_by_side, max_frames=args.max_frames, progress=not args.quiet,
                  cuts=_cuts_arg(args.cuts), min_observed=args.min_observed, max_fill_seconds=args.max_fill_seconds,
-                 min_box_height=args.min_box_height, max_box_aspect=args.max_box_aspect, fit_2d=not args.no_fit_2d)
+                 min_box_height=args.min_box_height, max_box_aspect=args.max_box_aspect, fit_2d=not args.no_fit_2d,
+                 json_arrays=args.json_arrays)
     try:
         summary = p.run(args.video, args.out)
     except PipelineError as e:

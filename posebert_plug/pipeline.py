@@ -86,6 +86,7 @@ class Pipeline:
     min_box_height: float = 0.03
     max_box_aspect: float = 2.5
     fit_2d: bool = True          # reprojection fit of pose and translation to the 2D keypoints (fit2d)
+    json_arrays: str = "base64"  # results.json float arrays: "base64" (exact, 1.33x float32) or "lists" (types.save_tracks)
     timings: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)   # printed to stderr and kept in summary.json
 

@@ -188,7 +188,8 @@ def write_outputs(p, stage, video_path, video, frames, tracks, refined, base) ->
     t = time.time()
     meta = results_meta(p, video, refined)
     save_tracks(os.path.join(stage, "results.npz"), refined, video, meta=meta)
-    save_tracks(os.path.join(stage, "results.json"), refined, video, meta=meta)
+    save_tracks(os.path.join(stage, "results.json"), refined, video, meta=meta,
+                json_arrays=p.json_arrays)
     timings["write_results"] = time.time() - t
     if p.bvh:
         t = time.time()

@@ -10,6 +10,7 @@ Units and frames
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 from dataclasses import dataclass, field, fields
@@ -148,10 +149,16 @@ class FrameDetections:
         return np.stack([d.box for d in self.detections]) if self.detections else np.zeros((0, 4), np.float32)
 
 
-def _jsonable(v, decimals: int | None = None):
-    """``v`` as JSON-ready Python values; ``decimals``: float arrays rounded to that many decimals
-    (``-0.0`` written as ``0.0``), so that each number is written with only its significant digits."""
+def _jsonable(v, decimals: int | None = None, arrays: str = "lists"):
+    """``v`` as JSON-ready Python values. Float arrays: with ``arrays="base64"``, the object
+    ``{"dtype", "shape", "base64"}`` of their exact little-endian bytes (:data:`JSON_ARRAYS`); as
+    lists, rounded to ``decimals`` decimals when given (``-0.0`` written as ``0.0``), so that each
+    number is written with only its significant digits. Other arrays: lists."""
     if isinstance(v, np.ndarray):
+        if v.dtype.kind == "f" and arrays == "base64":
+            dt = np.dtype(v.dtype).newbyteorder("<")
+            return {"dtype": dt.name, "shape": list(v.shape),
+                    "base64": base64.b64encode(np.ascontiguousarray(v, dt).tobytes()).decode("ascii")}
         if decimals is not None and v.dtype.kind == "f":
             return (np.round(v.astype(np.float64), decimals) + 0.0).tolist()
         return v.tolist()
@@ -160,10 +167,52 @@ def _jsonable(v, decimals: int | None = None):
     return v
 
 
-# results.json: floats to 5 decimals (rotation-matrix entries to 1e-5, metres to 0.01 mm): 2.3x their
-# float32 payload instead of 5.4x with Python's 17-digit repr. Decimal text cannot get near 1x: even
-# 2 decimals (1 cm) cost 1.5x, so large runs should read results.npz (exact float32).
+def _from_json(v):
+    """The inverse of :func:`_jsonable` for one field: a ``{"dtype", "shape", "base64"}`` object
+    becomes its array (bit-exact); anything else (lists, numbers, strings) is returned as is."""
+    if isinstance(v, dict) and "base64" in v:
+        dt = np.dtype(str(v["dtype"])).newbyteorder("<")
+        if dt.kind != "f":
+            raise ValueError(f"base64 array of dtype {v['dtype']!r}: only float arrays are written this way")
+        shape = tuple(int(s) for s in v["shape"])
+        a = np.frombuffer(base64.b64decode(v["base64"], validate=True), dt)
+        if a.size != int(np.prod(shape)):
+            raise ValueError(f"base64 array: {a.size} values for shape {shape}")
+        return a.reshape(shape).astype(dt.newbyteorder("="))
+    return v
+
+
+# results.json, how arrays are written (``save_tracks(..., json_arrays=...)``, ``posebert-refine
+# --json-arrays``):
+# - "base64" (default): each float array is {"dtype": "float32", "shape": [...], "base64": "..."}, its
+#   exact values as little-endian bytes (those of results.npz): 1.33x their float32 payload;
+# - "lists": nested JSON lists, floats to JSON_DECIMALS decimals (rotation-matrix entries to 1e-5, metres
+#   to 0.01 mm), readable by eye: 2.3x their float32 payload (Python's 17-digit repr costs 5.4x; decimal
+#   text cannot get near 1x: even 2 decimals, 1 cm, cost 1.5x).
+# Integer and boolean arrays (frames, observed) are JSON lists either way.
+JSON_ARRAYS = ("base64", "lists")
 JSON_DECIMALS = 5
+
+
+def json_arrays_meta(json_arrays: str = "base64") -> dict:
+    """What results.json's ``meta["json_arrays"]`` says about how its arrays are written: enough to
+    decode them with ``json``, ``base64`` and ``numpy`` only."""
+    if json_arrays == "base64":
+        return {"encoding": "base64",
+                "float_arrays": 'each float array field (rotmats, transl, joints, betas, keypoints) is an object '
+                                '{"dtype": "float32", "shape": [...], "base64": "..."}: the standard base64 (RFC 4648, '
+                                'padded) of the values as little-endian IEEE-754 numbers of that dtype, in row-major '
+                                '(C) order; the exact values of results.npz (NaN kept)',
+                "decode": "numpy.frombuffer(base64.b64decode(a['base64']), numpy.dtype(a['dtype']).newbyteorder('<'))"
+                          ".reshape(a['shape'])",
+                "other_arrays": "integer and boolean arrays (frames, observed) are JSON lists"}
+    if json_arrays == "lists":
+        return {"encoding": "lists",
+                "float_arrays": f"nested JSON lists of numbers rounded to {JSON_DECIMALS} decimals (NaN where not "
+                                "finite); the exact float32 values are in results.npz",
+                "decode": "numpy.array(a)",
+                "other_arrays": "integer and boolean arrays (frames, observed) are JSON lists"}
+    raise ValueError(f"json_arrays must be one of {', '.join(JSON_ARRAYS)}; got {json_arrays!r}")
 
 
 @dataclass
@@ -319,21 +368,27 @@ class RefinedTrack:
         return json.dumps({k: _jsonable(v) for k, v in self.to_dict().items()})
 
 
-def save_tracks(path, tracks: list, video: VideoInfo | None = None, meta: dict | None = None) -> None:
-    """Write RefinedTracks to ``.npz`` (keys ``track<i>_<field>``, exact float32) or ``.json``
-    (floats rounded to :data:`JSON_DECIMALS` decimals: 1e-5 for rotation entries, 0.01 mm for
-    metres; one track per line), atomically. ``meta``: a JSON-able dict describing the file
-    (written first in the JSON, as the JSON string ``meta`` in the npz)."""
+def save_tracks(path, tracks: list, video: VideoInfo | None = None, meta: dict | None = None,
+                json_arrays: str = "base64") -> None:
+    """Write RefinedTracks to ``.npz`` (keys ``track<i>_<field>``, exact float32) or ``.json`` (one
+    track per line), atomically. ``json_arrays`` (JSON only, :data:`JSON_ARRAYS`): ``"base64"``
+    (default) writes each float array as ``{"dtype", "shape", "base64"}``, its exact values
+    (1.33x their float32 size); ``"lists"`` as nested lists rounded to :data:`JSON_DECIMALS`
+    decimals (1e-5 for rotation entries, 0.01 mm for metres; 2.3x). ``meta``: a JSON-able dict
+    describing the file (written first in the JSON, as the JSON string ``meta`` in the npz); the
+    JSON's meta also gets ``json_arrays`` (:func:`json_arrays_meta`: how to decode its arrays)."""
     path = os.fspath(path)
     tmp = path + ".part"
     if path.endswith(".json"):
+        meta = {**(meta or {}), "json_arrays": json_arrays_meta(json_arrays)}
+        decimals = JSON_DECIMALS if json_arrays == "lists" else None
         # One track at a time: the whole result as Python lists would cost GBs on long videos.
         with open(tmp, "w") as f:
-            f.write(('{"meta": ' + json.dumps(meta) + ', ' if meta is not None else '{') +
-                    '"video": ' + json.dumps(video.to_dict() if video else None) + ', "tracks": [')
+            f.write('{"meta": ' + json.dumps(meta) + ', "video": ' + json.dumps(video.to_dict() if video else None) +
+                    ', "tracks": [')
             for i, t in enumerate(tracks):
-                f.write((",\n" if i else "") + json.dumps({k: _jsonable(v, JSON_DECIMALS) for k, v in t.to_dict().items()},
-                                                          separators=(",", ":")))
+                f.write((",\n" if i else "") + json.dumps({k: _jsonable(v, decimals, json_arrays)
+                                                           for k, v in t.to_dict().items()}, separators=(",", ":")))
             f.write("]}")
     else:
         arrays = {"num_tracks": np.array(len(tracks))}
@@ -350,12 +405,13 @@ def save_tracks(path, tracks: list, video: VideoInfo | None = None, meta: dict |
 
 
 def load_tracks(path) -> list:
-    """Read RefinedTracks written by :func:`save_tracks` (``.npz`` or ``.json``); no pickles."""
+    """Read RefinedTracks written by :func:`save_tracks` (``.npz``, or ``.json`` with its arrays as
+    base64 objects or lists, including files from before base64); no pickles."""
     path = os.fspath(path)
     if path.endswith(".json"):
         with open(path) as f:
             d = json.load(f)
-        items = d["tracks"]
+        items = [{k: _from_json(v) for k, v in it.items()} for it in d["tracks"]]
     else:
         with np.load(path, allow_pickle=False) as z:
             n = int(z["num_tracks"])

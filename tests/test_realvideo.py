@@ -80,17 +80,25 @@ def test_pipeline_writes_the_good_tracks_and_lists_the_dropped_ones(tmp_path, gr
 
 
 def _results_describe_themselves(out, estimator_file):
-    """Read results.json / results.npz with json and numpy only, as a user would from the file's own meta:
-    the pelvis projected with the stated camera lands between the detected hips."""
+    """Read results.json / results.npz with json, base64 and numpy only, as a user would from the file's own
+    meta (its arrays decoded as meta["json_arrays"] says): the pelvis projected with the stated camera lands
+    between the detected hips, and the JSON's arrays are exactly the npz's."""
+    import base64
     d = json.load(open(out / "results.json"))
     meta = d["meta"]
     assert meta["fps"] == 30.0 and "video frame" in meta["frame_indices"]
     names = meta["body"]["joints"]["names"]
     cam = meta["camera"]
+    enc = meta["json_arrays"]
+    assert enc["encoding"] == "base64" and '"dtype"' in enc["float_arrays"] and "little-endian" in enc["float_arrays"]
+
+    def arr(a):   # as meta["json_arrays"]["decode"] says
+        return np.frombuffer(base64.b64decode(a["base64"]), np.dtype(a["dtype"]).newbyteorder("<")).reshape(a["shape"])
+
     kp_in = np.load(estimator_file)["keypoints"][:, 0]            # (T, 17, 2): the person given to the tool
     for t in d["tracks"]:
-        J, frames = np.array(t["joints"]), np.array(t["frames"])
-        assert J.shape == (len(frames), len(names), 3) and np.array(t["rotmats"]).shape[1:] == (24, 3, 3)
+        J, frames = arr(t["joints"]), np.array(t["frames"])
+        assert J.shape == (len(frames), len(names), 3) and arr(t["rotmats"]).shape[1:] == (24, 3, 3)
         pelvis = J[:, names.index("pelvis")]
         uv = np.stack([cam["focal_px"] * pelvis[:, 0] / pelvis[:, 2] + cam["principal_px"][0],
                        cam["focal_px"] * pelvis[:, 1] / pelvis[:, 2] + cam["principal_px"][1]], -1)
@@ -100,6 +108,7 @@ def _results_describe_themselves(out, estimator_file):
         m = json.loads(str(z["meta"]))
         assert m["body"]["joints"]["names"] == names
         assert z["track0_joints"].shape[1] == len(names)
+        assert np.array_equal(z["track0_joints"], arr(d["tracks"][0]["joints"]), equal_nan=True)
 
 
 def test_nobody_left_is_exit_3(tmp_path, grey_video):
