@@ -23,6 +23,11 @@ matches their inputs and retries the others (failed, interrupted, changed); one 
 reported and never stops the others. SIGTERM/SIGINT stop the batch cleanly (running videos are
 cancelled, their staging folders removed, the summary written, Ray shut down); the next run
 resumes there.
+
+A local Ray starts with its dashboard when ``ray[default]`` is installed (the ``dashboard`` extra):
+the dashboard and Ray's state API (``ray list tasks``, ``ray.util.state``) show the videos' tasks
+while the batch runs, and ``--ray-summary`` prints Ray's own table of them (task, state, count,
+workers) before Ray shuts down.
 """
 from __future__ import annotations
 
@@ -88,6 +93,9 @@ def _check_options(options: dict, where: str) -> dict:
         raise BatchError(f"{where}: unknown option(s) {', '.join(sorted(bad))}; known: "
                          f"{', '.join(sorted(pipeline_options()))}")
     out = dict(options)
+    from .types import JSON_ARRAYS
+    if "json_arrays" in out and out["json_arrays"] not in JSON_ARRAYS:
+        raise BatchError(f"{where}: json_arrays must be one of {', '.join(JSON_ARRAYS)}, got {out['json_arrays']!r}")
     if "baselines" in out and isinstance(out["baselines"], (list, str)):
         out["baselines"] = tuple([out["baselines"]] if isinstance(out["baselines"], str) else out["baselines"])
     return out
@@ -288,26 +296,84 @@ class _Worker:
 
 # ---- the batch ---------------------------------------------------------------------------------
 
-def _init_ray(address, num_cpus, num_gpus, object_store_mb):
+def dashboard_available() -> bool:
+    """Whether Ray's dashboard can start here: it (and the state API it serves: ``ray list tasks``,
+    ``ray.util.state``) needs ``ray[default]``'s packages (aiohttp, grpcio, opencensus, ...)."""
+    try:
+        import ray.dashboard.optional_deps  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def _init_ray(address, num_cpus, num_gpus, object_store_mb, dashboard=True):
+    """Start (or join) Ray; returns (started, dashboard URL or None). A local Ray gets its dashboard,
+    bound to 127.0.0.1, when ``dashboard`` and its packages import; usage stats stay off."""
     import ray
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # no upload at run time
     if ray.is_initialized():
-        return False
-    kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
+        return False, None
+    dashboard = bool(dashboard) and not address and dashboard_available()
+    kw = dict(include_dashboard=dashboard, log_to_driver=False, configure_logging=True, logging_level="ERROR")
     if address:
-        ray.init(address=address, **kw)
+        ctx = ray.init(address=address, **kw)
     else:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, object_store_memory=object_store_mb << 20, **kw)
-    return True
+        ctx = ray.init(num_cpus=num_cpus, num_gpus=num_gpus, object_store_memory=object_store_mb << 20,
+                       dashboard_host="127.0.0.1", **kw)
+    return True, getattr(ctx, "dashboard_url", None) or None
+
+
+RUN_TASK = "_Worker.run"
+_ACTIVE = ("PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "PENDING_OBJ_STORE_MEM_AVAIL",
+           "PENDING_ARGS_FETCH", "SUBMITTED_TO_WORKER", "PENDING_ACTOR_TASK_ARGS_FETCH",
+           "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY", "RUNNING", "RUNNING_IN_RAY_GET", "RUNNING_IN_RAY_WAIT")
+
+
+def ray_task_summary(address=None, wait_s=10.0, limit=10000) -> str:
+    """Ray's own account of this job's tasks, from its state API (``ray.util.state.list_tasks``,
+    served by the dashboard): one row per task name and state with the count and the workers
+    (pid and Ray worker id) that ran them. Task events reach Ray's GCS about once a second: waits
+    up to ``wait_s`` for the videos' tasks to leave the running states. Raises when the state API
+    is unavailable (Ray started without its dashboard, or ``ray[default]`` not installed)."""
+    import ray
+    from ray.util.state import list_tasks
+    rc = ray.get_runtime_context()
+    if not (address and address.startswith(("ray://", "http://", "https://"))):
+        address = rc.gcs_address    # this session's own cluster, even with other Ray instances on the machine
+    job = rc.get_job_id()
+    t0 = time.time()
+    while True:
+        tasks = [t for t in list_tasks(address=address, filters=[("job_id", "=", job)], limit=limit, timeout=30,
+                                       raise_on_missing_output=False) if t.type != "DRIVER_TASK"]
+        if time.time() - t0 > wait_s or not any(t.name == RUN_TASK and t.state in _ACTIVE for t in tasks):
+            break
+        time.sleep(0.5)
+    groups = {}
+    for t in tasks:
+        g = groups.setdefault((t.name, t.type, t.state), {"n": 0, "workers": {}})
+        g["n"] += 1
+        if t.worker_id:
+            g["workers"][t.worker_id] = t.worker_pid
+    lines = [f"Ray state API (ray.util.state.list_tasks, job {job}): {len(tasks)} tasks"
+             + (f" (the first {limit})" if len(tasks) >= limit else ""),
+             "| task | type | state | count | workers (pid: Ray worker id) |", "|---|---|---|---|---|"]
+    for (name, typ, state), g in sorted(groups.items(), key=lambda kv: (kv[0][0] != RUN_TASK, kv[0])):
+        ws = ", ".join(f"{pid}: {wid[:12]}" for wid, pid in sorted(g["workers"].items(), key=lambda w: w[1] or 0))
+        lines.append(f"| {name} | {typ} | {state} | {g['n']} | " + (f"{len(g['workers'])}: {ws}" if ws else "-") + " |")
+    return "\n".join(lines)
 
 
 def run_batch(jobs, out, *, workers=None, cpus_per_worker=1, gpus_per_worker=0, memory_per_worker_gb=None,
-              address=None, force=False, progress=True, object_store_mb=256, on_row=None, timeline=None) -> list:
+              address=None, force=False, progress=True, object_store_mb=256, on_row=None, timeline=None,
+              dashboard=True, ray_summary=False) -> list:
     """Run ``jobs`` (list of :class:`Job`) into ``out``; returns one summary row per job (also
     written to ``out/batch_summary.csv`` and ``.json``). Uses the Ray session already initialised
     in this process if any (left running), else starts a local one (or joins ``address``) and shuts
     it down at the end. ``force``: rerun videos already done. ``timeline``: write Ray's task timeline
-    (chrome://tracing JSON: one ``run`` task per video on its worker) to this file."""
+    (chrome://tracing JSON: one ``run`` task per video on its worker) to this file. ``dashboard``: a
+    local Ray starts with its dashboard when ``ray[default]`` is installed (False: never).
+    ``ray_summary``: before Ray shuts down, print :func:`ray_task_summary` (Ray's state API: the
+    tasks, their states and workers) to stdout; a callable receives the text instead."""
     import ray
     from tqdm import tqdm
     jobs = _unique_names(list(jobs))
@@ -335,7 +401,10 @@ def run_batch(jobs, out, *, workers=None, cpus_per_worker=1, gpus_per_worker=0, 
     handlers = _signal_handlers()   # ray.init replaces SIGTERM's; given back after ray.shutdown
     try:
         if todo:
-            started = _init_ray(address, None if address else os.cpu_count(), None, object_store_mb)
+            started, url = _init_ray(address, None if address else os.cpu_count(), None, object_store_mb, dashboard)
+            if url and progress:
+                print(f"posebert-batch: Ray dashboard at http://{url} while the batch runs (tasks also with "
+                      f"'ray list tasks --address {ray.get_runtime_context().gcs_address}')", file=sys.stderr)
         # Installed after ray.init (which sets its own SIGTERM handler): a signal only sets a flag, checked
         # between waits. (An exception raised by a handler inside ray.wait comes out as SystemExit(1).)
         with stop:
@@ -396,6 +465,17 @@ def run_batch(jobs, out, *, workers=None, cpus_per_worker=1, gpus_per_worker=0, 
                 ray.timeline(filename=timeline)
             except Exception as e:   # a report, never a reason to fail the batch
                 print(f"posebert-batch: warning: no Ray timeline ({e})", file=sys.stderr)
+        if ray_summary and actors and not stop.signum:   # a signal asks for a prompt exit
+            try:
+                text = ray_task_summary(address)
+                if callable(ray_summary):
+                    ray_summary(text)
+                else:
+                    print(text, flush=True)
+            except Exception as e:   # a report, never a reason to fail the batch
+                print(f"posebert-batch: warning: no Ray task summary: Ray's state API is unavailable "
+                      f"({_first_line(e)[:200]}); it needs Ray's dashboard (pip install 'ray[default]')",
+                      file=sys.stderr)
         for a in actors:
             try:
                 ray.kill(a)
@@ -534,7 +614,7 @@ def format_table(rows) -> str:
 
 EPILOG = """manifest (CSV header or JSONL keys): video, estimator, estimator_output, options (JSON object of
 settings: max_frames, render, plots, bvh, side_by_side, skeleton_only, preset, device, baselines, imgsz,
-online, predict_ahead, ...), name (output folder); CSV columns may also be settings themselves.
+online, predict_ahead, json_arrays, ...), name (output folder); CSV columns may also be settings themselves.
   video,estimator,estimator_output,options
   clips/a.mp4,alphapose,clips/a.json,"{""max_frames"": 300}"
 
@@ -545,8 +625,10 @@ seconds per stage, error. A rerun skips videos whose hash matches and retries th
 exit codes: 0 every video done or skipped; 1 some failed (see the summary); 2 bad input or usage;
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): finished videos are kept, rerun to resume.
 
-Ray: a local instance (no dashboard, no usage stats, nothing downloaded) unless --address joins a
-running cluster, whose nodes need posebert-plug installed and the input/output paths mounted.
+Ray: a local instance (usage stats off, nothing downloaded; its dashboard on 127.0.0.1 when ray[default]
+is installed, unless --no-dashboard) unless --address joins a running cluster, whose nodes need
+posebert-plug installed and the input/output paths mounted. --ray-summary prints Ray's own table of
+the tasks (ray.util.state: task, state, count, workers) before Ray shuts down.
 """
 
 
@@ -571,6 +653,8 @@ def build_parser():
     ap.add_argument("--no-side-by-side", action="store_true", help="skip the comparison video")
     ap.add_argument("--no-plots", action="store_true", help="skip jitter_and_gaps.png")
     ap.add_argument("--no-bvh", action="store_true", help="skip the BVH files")
+    ap.add_argument("--json-arrays", choices=["base64", "lists"], help="results.json float arrays: base64 (default, "
+                    "exact float32) or lists (5 decimals, readable)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="any other Pipeline setting for every video (value parsed as JSON when it is)")
     ap.add_argument("--workers", type=int, help="videos at once (default: cluster CPUs / --cpus-per-worker, "
@@ -582,13 +666,17 @@ def build_parser():
     ap.add_argument("--force", action="store_true", help="rerun videos already done")
     ap.add_argument("--timeline", metavar="FILE", help="write Ray's task timeline (chrome://tracing / Perfetto JSON: "
                     "each video's task on its worker) to FILE")
+    ap.add_argument("--ray-summary", action="store_true", help="print Ray's own table of the tasks (state API: "
+                    "task, state, count, workers) before Ray shuts down; needs ray[default]")
+    ap.add_argument("--no-dashboard", action="store_true", help="start the local Ray without its dashboard (and "
+                    "state API) even when ray[default] is installed")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
 
 
 def _options_from_args(args, ap) -> dict:
     o = {}
-    for k in ("preset", "device", "imgsz", "max_frames"):
+    for k in ("preset", "device", "imgsz", "max_frames", "json_arrays"):
         if getattr(args, k) is not None:
             o[k] = getattr(args, k)
     if args.baseline:
@@ -623,7 +711,8 @@ def main(argv=None):
             raise BatchError("--workers must be at least 1")
         rows = run_batch(jobs, args.out, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                          gpus_per_worker=args.gpus_per_worker, memory_per_worker_gb=args.memory_per_worker,
-                         address=args.address, force=args.force, progress=not args.quiet, timeline=args.timeline)
+                         address=args.address, force=args.force, progress=not args.quiet, timeline=args.timeline,
+                         dashboard=not args.no_dashboard, ray_summary=args.ray_summary)
     except BatchError as e:
         print(f"posebert-batch: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,8 +1,12 @@
 """Issue 22: posebert-batch on Ray, resumable per video.
 
 Clips are cut from the bundled examples/vtest_clip.mp4 with their saved YOLO11n detections
-(tests/data, AlphaPose JSON), so no detector runs here. One local Ray session serves the module
-(its start costs seconds); the kill-and-resume test runs the command in its own process.
+(tests/data, AlphaPose JSON), so no detector runs here. Ray starts cost seconds each, so the module
+runs one scenario (the ``resumed`` fixture) that the tests then check: ``posebert-batch`` as a
+command, with its own Ray, killed with SIGTERM after its first finished video; then the same batch
+resumed in this process on the module's Ray (started meanwhile, with its dashboard when
+``ray[default]`` is installed, so Ray's state API is checked too); then a rerun with one video's
+options changed.
 """
 import json
 import os
@@ -11,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -18,7 +23,8 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'posebert-plug[batch]')")
 
-from posebert_plug.batch import DONE, Job, input_key, jobs_from_folder, jobs_from_manifest, run_batch  # noqa: E402
+from posebert_plug.batch import (DONE, RUN_TASK, Job, dashboard_available, input_key, jobs_from_folder,  # noqa: E402
+                                 jobs_from_manifest, run_batch)
 from posebert_plug.types import load_tracks  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,7 +33,7 @@ DETS = os.path.join(ROOT, "tests", "data", "vtest_clip_yolo11n_48frames.alphapos
 OPTS = {"render": False, "plots": False}
 
 
-def cut_clips(folder, n=4, length=12):
+def cut_clips(folder, n=3, length=12):
     """``n`` clips of ``length`` frames from the bundled clip, each with its own AlphaPose file."""
     from adapters.video import VideoWriter, iter_frames, probe
     v = probe(CLIP)
@@ -68,11 +74,12 @@ def _wait_gone(tmp, seconds=20):
 
 @pytest.fixture(scope="module")
 def ray_session():
-    """One local Ray for the module; afterwards none of its processes may remain."""
+    """One local Ray for the module (with its dashboard when ray[default] imports: the state API);
+    afterwards none of its processes may remain."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")   # short: Ray's socket paths have a length limit
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 << 20,
+    ray.init(num_cpus=2, include_dashboard=dashboard_available(), log_to_driver=False, object_store_memory=100 << 20,
              _temp_dir=tmp, configure_logging=True, logging_level="ERROR")
     assert _ray_processes(tmp), "the check below must see Ray's own processes"
     yield tmp
@@ -94,6 +101,9 @@ def clips(tmp_path_factory):
     return folder
 
 
+NAMES = ["broken", "clip0", "clip1", "clip2"]
+
+
 def _jobs(folder):
     return jobs_from_folder(folder, "alphapose", "{stem}.alphapose.json", OPTS)
 
@@ -110,50 +120,152 @@ def _same_tracks(a, b):
             np.testing.assert_allclose(getattr(x, k), getattr(y, k), atol=1e-5, err_msg=k)
 
 
-def test_batch_runs_skips_retries_and_matches_single_video_runs(ray_session, clips, tmp_path):
+def _batch_cmd(clips, out):
+    return [sys.executable, "-m", "posebert_plug.batch", clips, "--estimator", "alphapose", "--estimator-output",
+            "{stem}.alphapose.json", "--no-render", "--no-plots", "--workers", "1", "--out", out, "--quiet",
+            "--no-dashboard"]
+
+
+def _partials(out):
+    """Videos whose output folder holds a staging folder (.partial-<pid>)."""
+    return [n for n in NAMES if os.path.isdir(os.path.join(out, n))
+            and [f for f in os.listdir(os.path.join(out, n)) if f.startswith(".partial-")]]
+
+
+def _stamps(out, names):
+    return {n: os.stat(os.path.join(out, n, "results.npz")).st_mtime_ns for n in names}
+
+
+@pytest.fixture(scope="module")
+def resumed(request, clips, tmp_path_factory):
+    """posebert-batch (a process with its own Ray, one worker) gets SIGTERM once its first video is
+    done; then run_batch resumes the same folder here, on the module's Ray. While the command runs
+    (a thread watches for its first done marker and sends the signal), this process starts the
+    module's Ray and makes the single-video reference runs of clip0 and clip2."""
     from posebert_plug.pipeline import Pipeline
-    out = str(tmp_path / "out")
-    jobs = _jobs(clips)
-    assert [j.name for j in jobs] == ["broken", "clip0", "clip1", "clip2", "clip3"]
+    out = str(tmp_path_factory.mktemp("batch") / "out")
+    tmp = tempfile.mkdtemp(prefix="rk", dir="/tmp")
+    env = dict(os.environ, RAY_TMPDIR=tmp, RAY_USAGE_STATS_ENABLED="0")
+    k = {"out": out, "ray_seen": False}
+    p = subprocess.Popen(_batch_cmd(clips, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def kill_after_first_video():   # a slow first video would make "halfway" flaky: wait for the first marker
+        t = time.time()
+        while time.time() - t < 150 and p.poll() is None:
+            k["ray_seen"] = k["ray_seen"] or bool(_ray_processes(tmp))
+            if any(os.path.exists(os.path.join(out, n, DONE)) for n in NAMES):
+                break
+            time.sleep(0.05)
+        k["alive_at_kill"] = p.poll() is None
+        p.send_signal(signal.SIGTERM)
+
+    watcher = threading.Thread(target=kill_after_first_video, daemon=True)
+    watcher.start()
+    try:
+        request.getfixturevalue("ray_session")
+        k["refs"] = {}
+        for name in ("clip0", "clip2"):
+            ref = tmp_path_factory.mktemp(f"ref_{name}")
+            Pipeline(estimator="alphapose", estimator_output=os.path.join(clips, f"{name}.alphapose.json"),
+                     progress=False, **OPTS).run(os.path.join(clips, f"{name}.mp4"), ref)
+            k["refs"][name] = ref
+        watcher.join(160)
+        _, k["stderr"] = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    k.update(code=p.returncode, ray_left=_wait_gone(tmp))
+    shutil.rmtree(tmp, ignore_errors=True)
+    k["killed_summary"] = json.load(open(os.path.join(out, "batch_summary.json")))
+    k["markers"] = sorted(n for n in NAMES if os.path.exists(os.path.join(out, n, DONE)))
+    k["partials"] = _partials(out)
+    status = {r["name"]: r["status"] for r in k["killed_summary"]["videos"]}
+    k["finished"] = sorted(n for n, s in status.items() if s == "done")
+    k["stamps"] = _stamps(out, k["finished"])
+    # Resume here, on the module's Ray; Ray's state API reports the tasks before the batch ends.
+    reports = []
     handler = signal.getsignal(signal.SIGTERM)
-    rows = run_batch(jobs, out, workers=2, progress=False)
-    assert signal.getsignal(signal.SIGTERM) is handler     # the batch's own handlers are gone
+    k["rows"] = run_batch(_jobs(clips), out, workers=2, progress=False, ray_summary=reports.append)
+    k["handler_kept"] = signal.getsignal(signal.SIGTERM) is handler    # the batch's own handlers are gone
+    k["ray_report"] = reports
+    k["stamps_after"] = _stamps(out, k["finished"])
+    k["partials_after"] = _partials(out)
+    return k
+
+
+def test_sigterm_then_rerun_resumes_without_redoing(resumed):
+    """SIGTERM halfway: finished videos are kept (markers), the running one leaves no staging folder,
+    no Ray process survives; the rerun does only the rest."""
+    k = resumed
+    assert k["alive_at_kill"], k["stderr"][-2000:]
+    assert k["code"] == 143, k["stderr"][-2000:]
+    assert k["ray_seen"], "the batch's Ray processes were never seen: the leftover check below would be vacuous"
+    assert "terminated by signal 15" in k["stderr"]
+    assert not k["ray_left"], f"Ray processes left after SIGTERM: {k['ray_left']}"
+    status = {r["name"]: r["status"] for r in k["killed_summary"]["videos"]}
+    assert k["finished"] and status["clip2"] in ("pending", "interrupted"), status
+    assert k["markers"] == k["finished"] and not k["partials"]
+    st = {r["name"]: r["status"] for r in k["rows"]}
+    assert all(st[n] == "skipped" for n in k["finished"]) and st["broken"] == "failed"
+    assert all(st[f"clip{c}"] in ("done", "skipped") for c in range(3)) and "done" in st.values()
+    assert k["stamps_after"] == k["stamps"]          # nothing finished was rewritten
+    assert not k["partials_after"]
+
+
+def test_batch_runs_skips_retries_and_matches_single_video_runs(resumed, clips, tmp_path):
+    out, rows = resumed["out"], resumed["rows"]
+    assert [r["name"] for r in rows] == NAMES and resumed["handler_kept"]
     by = {r["name"]: r for r in rows}
     # One failing video is reported and does not stop the others.
     assert by["broken"]["status"] == "failed" and "exit 2" in by["broken"]["error"]
-    assert all(by[f"clip{c}"]["status"] == "done" for c in range(4)), rows
-    assert all(by[f"clip{c}"]["frames"] == 12 and by[f"clip{c}"]["people"] >= 2 for c in range(4))
-    assert all(isinstance(by[f"clip{c}"]["refine_s"], float) for c in range(4))
+    assert all(by[f"clip{c}"]["frames"] == 12 and by[f"clip{c}"]["people"] >= 2 for c in range(3)), rows
+    assert all(isinstance(by[f"clip{c}"]["refine_s"], float) for c in range(3))
     summary = json.load(open(os.path.join(out, "batch_summary.json")))
-    assert summary["counts"] == {"done": 4, "skipped": 0, "failed": 1, "interrupted": 0, "pending": 0}
+    done = sum(r["status"] == "done" for r in rows)
+    assert summary["counts"] == {"done": done, "skipped": 3 - done, "failed": 1, "interrupted": 0, "pending": 0}
     csv_lines = open(os.path.join(out, "batch_summary.csv")).read().splitlines()
-    assert len(csv_lines) == 6 and csv_lines[0].startswith("name,video,status,frames,people")
+    assert len(csv_lines) == 5 and csv_lines[0].startswith("name,video,status,frames,people")
     assert not os.path.exists(os.path.join(out, "broken", DONE))
-    # Outputs equal a single-video Pipeline run (same files, same tracks).
-    ref = tmp_path / "ref"
-    Pipeline(estimator="alphapose", estimator_output=os.path.join(clips, "clip1.alphapose.json"), progress=False,
-             **OPTS).run(os.path.join(clips, "clip1.mp4"), ref)
-    mine = os.path.join(out, "clip1")
-    assert sorted(os.listdir(ref)) == sorted(set(os.listdir(mine)) - {DONE})
-    _same_tracks(_results(mine), _results(ref))
-    s1, s2 = json.load(open(os.path.join(mine, "summary.json"))), json.load(open(ref / "summary.json"))
-    assert s1["tracks"] == s2["tracks"] and s1["frames"] == s2["frames"]
+    # Outputs equal a single-video Pipeline run (same files, same tracks): clip0, done by the killed
+    # command, and clip2, done by the resumed batch.
+    for name, ref in resumed["refs"].items():
+        mine = os.path.join(out, name)
+        assert sorted(os.listdir(ref)) == sorted(set(os.listdir(mine)) - {DONE})
+        _same_tracks(_results(mine), _results(ref))
+        s1, s2 = json.load(open(os.path.join(mine, "summary.json"))), json.load(open(ref / "summary.json"))
+        assert s1["tracks"] == s2["tracks"] and s1["frames"] == s2["frames"]
 
     # A rerun skips every finished video (nothing rewritten), retries the failed one and reruns a video
     # whose inputs changed (here its options; any estimator file change alters the key too).
-    stamp = os.stat(os.path.join(mine, "results.npz")).st_mtime_ns
-    stamp2 = os.stat(os.path.join(out, "clip2", "results.npz")).st_mtime_ns
+    stamps = _stamps(out, ["clip0", "clip1", "clip2"])
     jobs2 = _jobs(clips)
     jobs2[3].options = {**OPTS, "baselines": ("nearest",)}
-    rows2 = run_batch(jobs2, out, workers=2, progress=False)
-    assert [r["status"] for r in rows2] == ["failed", "skipped", "skipped", "done", "skipped"]
-    assert os.stat(os.path.join(mine, "results.npz")).st_mtime_ns == stamp
-    assert os.stat(os.path.join(out, "clip2", "results.npz")).st_mtime_ns != stamp2
-    assert rows2[2]["frames"] == 12 and rows2[2]["refine_s"] == by["clip1"]["refine_s"]
+    rows2 = run_batch(jobs2, out, workers=1, progress=False)
+    assert [r["status"] for r in rows2] == ["failed", "skipped", "skipped", "done"]
+    assert _stamps(out, ["clip0", "clip1"]) == {n: stamps[n] for n in ("clip0", "clip1")}
+    assert os.stat(os.path.join(out, "clip2", "results.npz")).st_mtime_ns != stamps["clip2"]
+    assert rows2[1]["frames"] == 12 and rows2[1]["refine_s"] == by["clip0"]["refine_s"]
     changed = tmp_path / "clip1_fewer.json"
     with open(os.path.join(clips, "clip1.alphapose.json")) as f:
         changed.write_text(json.dumps(json.load(f)[:20]))
+    jobs = _jobs(clips)
     assert input_key(Job(jobs[2].video, "alphapose", str(changed), OPTS)) != input_key(jobs[2])
+
+
+def test_ray_state_api_lists_the_batch_tasks(resumed):
+    """Ray's own state API (ray.util.state.list_tasks, served by its dashboard) saw one finished
+    _Worker.run task per video the resumed batch ran, on its workers."""
+    if not dashboard_available():
+        pytest.skip("ray[default] is not installed: Ray has no dashboard, hence no state API")
+    ran = [r for r in resumed["rows"] if r["status"] in ("done", "failed")]
+    (report,) = resumed["ray_report"]
+    lines = [ln for ln in report.splitlines() if ln.startswith(f"| {RUN_TASK} |")]
+    assert len(lines) == 1, report            # every task of the videos reached one state
+    _, name, typ, state, count, workers, _ = lines[0].split("|")
+    assert (typ.strip(), state.strip(), int(count)) == ("ACTOR_TASK", "FINISHED", len(ran)), report
+    pids = {int(w.split(":")[0]) for w in workers.split(":", 1)[1].split(",")}
+    assert int(workers.split(":")[0]) == len(pids) and 1 <= len(pids) <= 2, report
+    assert pids >= {int(r["worker"].split(":")[1]) for r in ran}, (pids, ran)   # the pids run_one reported
 
 
 def test_manifest_csv_and_jsonl(clips, tmp_path):
@@ -175,55 +287,6 @@ def test_manifest_csv_and_jsonl(clips, tmp_path):
     with pytest.raises(BatchError, match="unknown option.*max_frame"):
         jobs_from_manifest(str(jl))
     assert main([str(jl), "--out", str(tmp_path / "o"), "--quiet"]) == 2
-
-
-def _batch_cmd(clips, out):
-    return [sys.executable, "-m", "posebert_plug.batch", clips, "--estimator", "alphapose", "--estimator-output",
-            "{stem}.alphapose.json", "--no-render", "--no-plots", "--workers", "1", "--out", out, "--quiet"]
-
-
-def test_sigterm_then_rerun_resumes_without_redoing(ray_session, clips, tmp_path):
-    """SIGTERM halfway: finished videos are kept (markers), the running one leaves no staging folder,
-    no Ray process survives; the rerun does only the rest."""
-    out = str(tmp_path / "out")
-    tmp = tempfile.mkdtemp(prefix="rk", dir="/tmp")
-    env = dict(os.environ, RAY_TMPDIR=tmp, RAY_USAGE_STATS_ENABLED="0")
-    # A slow first video would make "halfway" flaky: wait for the first marker, then kill.
-    p = subprocess.Popen(_batch_cmd(clips, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        t, seen = time.time(), False
-        while time.time() - t < 120 and p.poll() is None:
-            seen = seen or bool(_ray_processes(tmp))
-            if any(os.path.exists(os.path.join(out, n, DONE)) for n in ("broken", "clip0", "clip1")):
-                break
-            time.sleep(0.1)
-        assert p.poll() is None, p.communicate()[1][-2000:]
-        p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    assert p.returncode == 143, err[-2000:]
-    assert seen, "the batch's Ray processes were never seen: the leftover check below would be vacuous"
-    assert "terminated by signal 15" in err
-    left = _wait_gone(tmp)
-    shutil.rmtree(tmp, ignore_errors=True)
-    assert not left, f"Ray processes left after SIGTERM: {left}"
-    summary = json.load(open(os.path.join(out, "batch_summary.json")))
-    status = {r["name"]: r["status"] for r in summary["videos"]}
-    finished = sorted(n for n, s in status.items() if s == "done")
-    assert finished and status["clip3"] in ("pending", "interrupted"), status
-    assert sorted(n for n in status if os.path.exists(os.path.join(out, n, DONE))) == finished
-    stamps = {n: os.stat(os.path.join(out, n, "results.npz")).st_mtime_ns for n in finished}
-    # The rerun (in this process, on the module's Ray) finishes the rest and skips the finished ones.
-    rows = run_batch(jobs_from_folder(clips, "alphapose", "{stem}.alphapose.json",
-                                      {"render": False, "plots": False}), out, workers=2, progress=False)
-    st = {r["name"]: r["status"] for r in rows}
-    assert all(st[n] == "skipped" for n in finished) and st["broken"] == "failed"
-    assert all(st[f"clip{c}"] in ("done", "skipped") for c in range(4)) and "done" in st.values()
-    assert {n: os.stat(os.path.join(out, n, "results.npz")).st_mtime_ns for n in finished} == stamps
-    for c in range(4):
-        assert not [f for f in os.listdir(os.path.join(out, f"clip{c}")) if f.startswith(".partial-")]
 
 
 def test_job_defaults_and_key_ignores_file_names(clips, tmp_path):
