@@ -14,19 +14,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import warnings
 import zipfile
 
 import numpy as np
 
+from posebert_plug.errors import AdapterError, brief  # noqa: F401  (re-exported: adapters.base.brief)
 from posebert_plug.types import FrameDetections, VideoInfo
 
 _REGISTRY: dict = {}
-
-
-class AdapterError(ValueError):
-    """An estimator file does not have the documented format; the message says what is wrong."""
 
 
 class AdapterWarning(UserWarning):
@@ -163,13 +159,6 @@ def relative_scores(scores, floor=0.0):
     if ref > floor and ref > 0:
         s = s / ref
     return np.clip(np.nan_to_num(s, nan=0.0), 0.0, 1.0)
-
-
-def brief(e: BaseException) -> str:
-    """An exception as one short line for a message: library errors can span lines (torch's
-    weights_only advice) or quote kilobytes of the file (pickle)."""
-    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(e)).split())   # no terminal colour codes either
-    return f"{type(e).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
 
 
 def load_json(path, max_bytes=MAX_JSON_BYTES):

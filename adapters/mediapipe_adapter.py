@@ -30,7 +30,8 @@ class MediaPipePoseAdapter(Adapter):
         if crops:
             try:
                 from .yolo import YOLOAdapter
-                yolo = YOLOAdapter(imgsz=self.options.get("imgsz", 960), weights=self.options.get("weights"))
+                yolo = YOLOAdapter(imgsz=self.options.get("imgsz", 960), weights=self.options.get("weights"),
+                                   models=self.options.get("models"))
                 detector = (yolo, yolo._model())
             except Exception as e:
                 if crops is True:

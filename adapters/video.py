@@ -13,7 +13,7 @@ import numpy as np
 
 from posebert_plug.types import VideoInfo
 
-__all__ = ["VideoError", "probe", "iter_frames", "iter_batches", "VideoWriter"]
+__all__ = ["VideoError", "probe", "iter_frames", "iter_batches", "VideoWriter", "write_compilation"]
 
 
 class VideoError(ValueError):
@@ -182,3 +182,34 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+def write_compilation(path, segments, size, fps) -> list:
+    """Write a video made of segments of real clips and return its cut frames.
+
+    segments: list of (video path, first frame, number of frames, transform) where transform is
+    ``None``, ``"mirror"`` (left-right), ``"reverse"`` (played backwards) or ``"zoom"`` (the
+    centre half scaled up), or a list of them; size: (W, H) of the result (each frame resized).
+    For tests and benchmarks: the cut frames are known exactly."""
+    from PIL import Image
+    W, H = size
+    cuts, n = [], 0
+    with VideoWriter(path, W, H, fps) as w:
+        for k, (src, first, count, how) in enumerate(segments):
+            how = set([how] if isinstance(how, str) else (how or ()))
+            imgs = [img for _, img in iter_frames(src, start=first, stop=first + count)]
+            if "reverse" in how:
+                imgs = imgs[::-1]
+            if k:
+                cuts.append(n)
+            for img in imgs:
+                if "zoom" in how:
+                    h, ww = img.shape[:2]
+                    img = img[h // 4: h - h // 4, ww // 4: ww - ww // 4]
+                if "mirror" in how:
+                    img = img[:, ::-1]
+                if img.shape[1] != W or img.shape[0] != H:
+                    img = np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((W, H), Image.BILINEAR))
+                w.write(np.ascontiguousarray(img))
+                n += 1
+    return cuts

@@ -52,9 +52,6 @@ def keep_torch_threads():
             torch.set_num_threads(n)
 
 
-_MODELS = {}   # (weights path, device) -> loaded YOLO: one load per process (batch workers run many videos)
-
-
 @register
 class YOLOAdapter(Adapter):
     name = "yolo"
@@ -66,13 +63,18 @@ class YOLOAdapter(Adapter):
     camera = "none (2D only)"
 
     def _model(self):
+        """The loaded YOLO. ``models`` (option): a dict owned by the caller that keeps loaded detectors
+        across adapters (a batch worker runs many videos with one load); without it, this adapter's own."""
         from ultralytics import YOLO
         path = find_weights(self.options.get("weights"))
-        key = (os.path.abspath(path), os.path.getmtime(path), str(self.options.get("device", "cpu")))
-        if key not in _MODELS:
+        key = ("yolo", os.path.abspath(path), os.path.getmtime(path), str(self.options.get("device", "cpu")))
+        models = self.options.get("models")
+        if models is None:
+            models = self.__dict__.setdefault("_loaded", {})
+        if key not in models:
             with keep_torch_threads():
-                _MODELS[key] = YOLO(path, task="pose")
-        return _MODELS[key]
+                models[key] = YOLO(path, task="pose")
+        return models[key]
 
     def detect(self, model, images, indices):
         with keep_torch_threads():   # the first predict sets the predictor up (and the thread count)

@@ -64,7 +64,7 @@ def clip_path(name, folder):
         return HAND, []
     if name == "demo":
         return DEMO, []
-    from posebert_plug.cuts import write_compilation
+    from adapters.video import write_compilation
     path = os.path.join(folder, f"{name}.mp4")
     meta = path + ".cuts.json"
     if not (os.path.exists(path) and os.path.exists(meta)):

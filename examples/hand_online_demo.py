@@ -118,7 +118,7 @@ def main(argv=None):
                 if gt is not None and side in dets and idx < len(gt):
                     # Shape accuracy, wrist-centred (MediaPipe's world landmarks have their own scale and origin).
                     from posebert_plug.metrics import pa_mpjpe
-                    hand = refiner.ref.body_for("kp3d-hand21", side)
+                    hand = refiner.ref.output_body("kp3d-hand21", side)
                     mine = hand.pose_keypoints(torch.as_tensor(cur[0])[None], None, "hand21")[0]
                     ref = torch.as_tensor(gt[idx])[None].float()
                     errs_out.append(float(pa_mpjpe(mine[None].float(), ref)))

@@ -25,8 +25,13 @@ def load_motion(path, joint_map=None, calibration_frame=None, fps=30.0):
 
 
 def refine_tracks(detections, model="auto", device="auto", **kwargs):
-    """See :func:`posebert_plug.refine.refine_tracks`."""
+    """See :func:`posebert_plug.refine.refine_tracks`; detections without track ids are tracked first
+    with :func:`tracking.track_detections` (this facade is the application layer: the core does not
+    import ``tracking``)."""
     from .refine import refine_tracks as _refine
+    if kwargs.get("tracker") is None:
+        from tracking import track_detections
+        kwargs["tracker"] = track_detections
     return _refine(detections, model=model, device=device, **kwargs)
 
 

@@ -80,7 +80,13 @@ def interpolate_rotations(R, observed):
 
 def savgol(x, observed, window: int = 31, order: int = 2):
     """Nearest fill, then a Savitzky-Golay filter along time. Vectors (T, ...)."""
-    filled = nearest_fill(x, observed).astype(np.float64)
+    return filled_savgol(nearest_fill(x, observed), window, order)
+
+
+def filled_savgol(filled, window: int = 31, order: int = 2):
+    """A Savitzky-Golay filter along time of complete vectors (T, ...); the window shrinks to the
+    longest odd length the sequence allows."""
+    filled = np.asarray(filled, dtype=np.float64)
     T = len(filled)
     w = min(window, T if T % 2 == 1 else T - 1)
     if w <= order:

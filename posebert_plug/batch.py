@@ -77,10 +77,11 @@ class Job:
     options: dict = field(default_factory=dict)
     name: str | None = None     # output folder under OUT (default: from the video's path)
 
-    def pipeline(self, progress=False):
+    def pipeline(self, progress=False, refiner=None, detectors=None):
+        """The video's Pipeline; ``refiner``/``detectors``: loaded models to reuse (a worker's)."""
         from .pipeline import Pipeline
         return Pipeline(estimator=self.estimator, estimator_output=self.estimator_output, progress=progress,
-                        **self.options)
+                        refiner=refiner, detectors={} if detectors is None else detectors, **self.options)
 
 
 # ---- inputs ------------------------------------------------------------------------------------
@@ -249,7 +250,7 @@ def _row(job: Job, status, summary=None, error="", worker=""):
     return row
 
 
-def run_one(job: Job, out_dir, key: str) -> dict:
+def run_one(job: Job, out_dir, key: str, refiner=None, detectors=None) -> dict:
     """Run one video through :class:`Pipeline` into ``out_dir`` and write its done marker;
     returns its summary row. Errors of the video come back in the row (status ``failed``);
     KeyboardInterrupt/SIGTERM go on (the Pipeline removes its staging folder first)."""
@@ -259,7 +260,7 @@ def run_one(job: Job, out_dir, key: str) -> dict:
     marker = os.path.join(out_dir, DONE)
     if os.path.exists(marker):     # the outputs are about to be replaced: never a stale marker over them
         os.remove(marker)
-    p = job.pipeline(progress=False)
+    p = job.pipeline(progress=False, refiner=refiner, detectors=detectors)
     try:
         summary = p.run(job.video, out_dir)
     except PipelineError as e:
@@ -281,14 +282,22 @@ class _Worker:
     def __init__(self, device="cpu", threads=1):
         import torch
         torch.set_num_threads(max(1, int(threads)))
-        from .refine import _refiner
-        _refiner(device)            # body model and the refiner's model cache, once per process
         self.device = device
+        self.refiners = {}          # (device, smpl_dir, mano_dir) -> Refiner: models loaded once per worker
+        self.detectors = {}         # loaded YOLO models, shared by every video of this worker
+
+    def refiner(self, options: dict):
+        from .bodies import BodyModels
+        from .refine import Refiner
+        key = (options.get("device", self.device), options.get("smpl_dir"), options.get("mano_dir"))
+        if key not in self.refiners:
+            self.refiners[key] = Refiner(key[0], BodyModels(key[1], key[2]))
+        return self.refiners[key]
 
     def run(self, job: Job, out_dir, key):
         if "device" not in job.options:
             job.options = {**job.options, "device": self.device}
-        return run_one(job, out_dir, key)
+        return run_one(job, out_dir, key, refiner=self.refiner(job.options), detectors=self.detectors)
 
     def pid(self):
         return os.getpid()

@@ -120,9 +120,10 @@ class DefaultBodyModel(torch.nn.Module):
         pts = torch.cat([output.joints, output.vertices], dim=-2)
         return (pts[..., idx, :] * w.to(pts.dtype)[..., None]).sum(-2)
 
-    def pose_keypoints(self, rotmats, transl=None, layout="coco17", bone_scale=None) -> torch.Tensor:
+    def pose_keypoints(self, rotmats, transl=None, layout="coco17", bone_scale=None, betas=None) -> torch.Tensor:
         """Keypoints (..., K, 3) straight from a pose, skinning only the vertices the
-        layout's regressor uses (fast enough for training batches).
+        layout's regressor uses (fast enough for training batches). ``betas`` is accepted and
+        ignored (one body shape), as in :meth:`forward`.
 
         bone_scale: optional (..., J) factor on the rest length of the bone ending at each joint
         (broadcast over the pose's batch dimensions; the root's entry is ignored): another body's
@@ -199,20 +200,39 @@ class SMPLBodyModel(torch.nn.Module):
         with torch.no_grad():
             self.register_buffer("rest_joints", self.smpl().joints[0, :24].detach())
 
-    def forward(self, rotmats, transl=None, betas=None, return_vertices: bool = True) -> BodyOutput:
-        rotmats, transl = _check_pose(rotmats, transl)
-        batch = rotmats.shape[:-3]
+    def _run(self, rotmats, transl, betas):
+        """smplx's output for poses (..., 24, 3, 3): joints (n, 24 + extra landmarks, 3), vertices."""
         rm = rotmats.reshape(-1, 24, 3, 3).float()
         n = rm.shape[0]
         b = torch.zeros(n, self.smpl.num_betas) if betas is None else \
-            torch.as_tensor(betas).reshape(-1, betas.shape[-1]).expand(n, -1).float()
+            torch.as_tensor(betas).float().reshape(-1, self.smpl.num_betas).expand(n, -1)
         t = torch.zeros(n, 3) if transl is None else transl.reshape(n, 3).float()
-        out = self.smpl(global_orient=rm[:, :1], body_pose=rm[:, 1:], betas=b, transl=t, pose2rot=False)
+        return self.smpl(global_orient=rm[:, :1], body_pose=rm[:, 1:], betas=b, transl=t, pose2rot=False)
+
+    def forward(self, rotmats, transl=None, betas=None, return_vertices: bool = True) -> BodyOutput:
+        """rotmats (..., 24, 3, 3), transl (..., 3) or None, betas (10,) or (..., 10) or None."""
+        rotmats, transl = _check_pose(rotmats, transl)
+        batch = rotmats.shape[:-3]
+        out = self._run(rotmats, transl, betas)
         joints = out.joints[:, :24].reshape(*batch, 24, 3).to(rotmats.dtype)
         from .kinematics import local_to_global
         G = local_to_global(rotmats, self.parents)
         verts = out.vertices.reshape(*batch, -1, 3).to(rotmats.dtype) if return_vertices else None
         return BodyOutput(joints, verts, G)
+
+    # COCO-17 from SMPL: the 24 joints and smplx's face landmarks (joints 24-28: nose, right eye,
+    # left eye, right ear, left ear, picked from vertices by smplx's VertexJointSelector).
+    _COCO17 = (24, 26, 25, 28, 27, 16, 17, 18, 19, 20, 21, 1, 2, 4, 5, 7, 8)
+
+    def pose_keypoints(self, rotmats, transl=None, layout="smpl24", betas=None) -> torch.Tensor:
+        """Keypoints (..., K, 3) of a pose, metres: ``smpl24`` (the joints) or ``coco17``."""
+        name = get_skeleton(layout).name
+        if name not in ("smpl24", "coco17"):
+            raise KeyError(f"the SMPL model gives keypoints in layouts smpl24 and coco17, not {layout!r}")
+        rotmats, transl = _check_pose(rotmats, transl)
+        out = self._run(rotmats, transl, betas).joints
+        idx = list(range(24)) if name == "smpl24" else list(self._COCO17)
+        return out[:, idx].reshape(*rotmats.shape[:-3], len(idx), 3).to(rotmats.dtype)
 
 
 # ---- licensed model files (SMPL, MANO), read without running code ---------------------
@@ -273,7 +293,7 @@ class _SparseMatrix(_StateHolder):
 
     def to_numpy(self):
         import scipy.sparse as sp
-        from adapters.safe_load import MAX_ARRAY_BYTES
+        from .safe_load import MAX_ARRAY_BYTES
         st = self.state
         shape = tuple(int(n) for n in st.get("_shape", st.get("shape", ())))
         if len(shape) != 2 or min(shape) < 0 or shape[0] * shape[1] * 8 > MAX_ARRAY_BYTES:
@@ -312,7 +332,7 @@ def _plain(value):
 def _read_npz_member(zf, info):
     """One array of an .npz without allow_pickle: plain arrays through numpy (size checked
     against the member's real size first), object arrays through the restricted unpickler."""
-    from adapters.safe_load import MAX_ARRAY_BYTES, _PlainUnpickler
+    from .safe_load import MAX_ARRAY_BYTES, _PlainUnpickler
     with zf.open(info) as f:
         version = np.lib.format.read_magic(f)
         read_header = {(1, 0): np.lib.format.read_array_header_1_0,
@@ -339,7 +359,7 @@ def load_model_arrays(path, what: str = "SMPL") -> dict:
     """A SMPL/MANO model file (.pkl or .npz) as a dict of numpy arrays and plain values, without
     running any code it holds. Raises :class:`BodyModelNotFound` naming the file when the file
     is unreadable or asks for anything but arrays."""
-    from adapters.safe_load import UnsafeFileError, safe_pickle_load
+    from .safe_load import UnsafeFileError, safe_pickle_load
     try:
         data = _load_npz(path) if path.lower().endswith(".npz") else safe_pickle_load(path, _model_stand_ins())
         if not isinstance(data, dict):

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["detect_cuts", "cut_scores", "cuts_from_scores", "split_at_cuts", "write_compilation",
+__all__ = ["detect_cuts", "cut_scores", "cuts_from_scores", "split_at_cuts",
            "MIN_SCORE", "RATIO", "CONTEXT"]
 
 SIZE = 64          # long side of the frames the score is computed on (pixels)
@@ -105,35 +105,3 @@ def split_at_cuts(frames, cuts) -> list:
     shot = np.searchsorted(cuts, frames, side="right")
     edges = np.flatnonzero(np.diff(shot)) + 1
     return np.split(np.arange(len(frames)), edges)
-
-
-def write_compilation(path, segments, size, fps) -> list:
-    """Write a video made of segments of real clips and return its cut frames.
-
-    segments: list of (video path, first frame, number of frames, transform) where transform is
-    ``None``, ``"mirror"`` (left-right), ``"reverse"`` (played backwards) or ``"zoom"`` (the
-    centre half scaled up), or a list of them; size: (W, H) of the result (each frame resized).
-    For tests and benchmarks: the cut frames are known exactly."""
-    from PIL import Image
-    from adapters.video import VideoWriter, iter_frames
-    W, H = size
-    cuts, n = [], 0
-    with VideoWriter(path, W, H, fps) as w:
-        for k, (src, first, count, how) in enumerate(segments):
-            how = set([how] if isinstance(how, str) else (how or ()))
-            imgs = [img for _, img in iter_frames(src, start=first, stop=first + count)]
-            if "reverse" in how:
-                imgs = imgs[::-1]
-            if k:
-                cuts.append(n)
-            for img in imgs:
-                if "zoom" in how:
-                    h, ww = img.shape[:2]
-                    img = img[h // 4: h - h // 4, ww // 4: ww - ww // 4]
-                if "mirror" in how:
-                    img = img[:, ::-1]
-                if img.shape[1] != W or img.shape[0] != H:
-                    img = np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((W, H), Image.BILINEAR))
-                w.write(np.ascontiguousarray(img))
-                n += 1
-    return cuts

@@ -101,8 +101,8 @@ class MANOHandModel(torch.nn.Module):
         tips = output.vertices[..., list(MANO_TIP_VERTICES), :]
         return torch.cat([output.joints, tips], dim=-2)[..., MANO21_TO_OPENPOSE, :]
 
-    def pose_keypoints(self, rotmats, transl=None, layout="hand21") -> torch.Tensor:
-        return self.keypoints(self.forward(rotmats, transl), layout)
+    def pose_keypoints(self, rotmats, transl=None, layout="hand21", betas=None) -> torch.Tensor:
+        return self.keypoints(self.forward(rotmats, transl, betas), layout)
 
 
 def _build_mano(model_dir, side):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .body_model import BodyModelNotFound
-from .types import RefinedTrack, Track, VideoInfo
+from .types import Track, VideoInfo
 
 
 class PipelineError(Exception):
@@ -89,13 +89,38 @@ class Pipeline:
     json_arrays: str = "base64"  # results.json float arrays: "base64" (exact, 1.33x float32) or "lists" (types.save_tracks)
     timings: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)   # printed to stderr and kept in summary.json
+    # The models of the run (posebert_plug.refine.Refiner: PoseBERT presets, body/hand models from
+    # smpl_dir/mano_dir, device); None: built on first use. Batch workers pass one to reuse its models.
+    refiner: object = field(default=None, repr=False, compare=False)
+    # Loaded detectors (YOLO) by weights and device, kept for the next run of this Pipeline; batch
+    # workers pass one dict to all their videos.
+    detectors: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def get_refiner(self):
+        """The run's :class:`~posebert_plug.refine.Refiner` (built from device, smpl_dir, mano_dir)."""
+        if self.refiner is None:
+            from .bodies import BodyModels
+            from .refine import Refiner
+            self.refiner = Refiner(self.device, BodyModels(self.smpl_dir, self.mano_dir))
+        return self.refiner
+
+    def output_options(self):
+        """The output flags as a typed :class:`~posebert_plug.pipeline_outputs.OutputOptions`."""
+        from .pipeline_outputs import OutputOptions
+        return OutputOptions(render=self.render, skeleton_only=self.skeleton_only, side_by_side=self.side_by_side,
+                             renderer=self.renderer, plots=self.plots, bvh=self.bvh, json_arrays=self.json_arrays,
+                             max_frames=self.max_frames, progress=self.progress)
+
+    @property
+    def bodies(self):
+        """The body/hand model provider used by refinement, results, plots and rendering alike."""
+        return self.get_refiner().bodies
 
     # ---- stages -----------------------------------------------------------------------
     def check(self):
         """Refuse bad settings before any work: a bad flag found after minutes of detection
         would cost the user that time. Raises :class:`PipelineError` (code 2)."""
-        from .presets import shipped_presets, trained_window
-        from .refine import _refiner
+        from .presets import shipped_presets, shipped_window
         shipped = shipped_presets()
         if self.device not in ("auto", "cpu"):
             try:
@@ -109,9 +134,7 @@ class Pipeline:
         if self.predict_ahead and not self.online:
             raise PipelineError("--predict-ahead needs --online", 2)
         if self.online:
-            # The streaming refiner reuses these loaded models (the same shared cache).
-            ref = _refiner(self.device)
-            W = min(trained_window(ref.model(p)) for p in (shipped if self.preset == "auto" else [self.preset]))
+            W = min(shipped_window(p) for p in (shipped if self.preset == "auto" else [self.preset]))
             if not 0 <= self.predict_ahead < W:
                 raise PipelineError(f"--predict-ahead must lie in 0..{W - 1} (the model's window is {W} frames)", 2)
         unknown = set(self.baselines) - set(BASELINES)
@@ -143,10 +166,10 @@ class Pipeline:
             cls = adapters.get(self.estimator)
         except KeyError as e:
             raise PipelineError(str(e).strip("'\""), 2) from None
-        opts = {"imgsz": detector_size(video, self.imgsz), "weights": self.yolo_weights} \
+        opts = {"imgsz": detector_size(video, self.imgsz), "weights": self.yolo_weights, "models": self.detectors} \
             if self.estimator.startswith("yolo") else {}
         if self.estimator == "mediapipe":   # its YOLO person detector
-            opts = {"imgsz": detector_size(video, self.imgsz)}
+            opts = {"imgsz": detector_size(video, self.imgsz), "models": self.detectors}
         ad = cls(**opts)
         if ad.live and self.estimator_output is None:
             from tqdm import tqdm
@@ -227,16 +250,17 @@ class Pipeline:
         self._warn(f"track {track_id} dropped: {reason}")
 
     def refine(self, tracks, video) -> list:
-        from .refine import OnlineRefiner, refine_tracks
+        from .refine import OnlineRefiner, choose_preset, refine_tracks, refined_track
+        ref = self.get_refiner()
         if not self.online:
             dropped = []
-            out = refine_tracks(tracks, model=self.preset, device=self.device, progress=self.progress,
+            out = refine_tracks(tracks, model=self.preset, refiner=ref, progress=self.progress,
                                 dropped=dropped, fit_2d=self.fit_2d)
             for d in dropped:
                 self._drop(d["id"], d["reason"])
             return out
-        from .presets import get_preset
-        from .refine import choose_preset
+        # Streaming: each frame refined from the frames before it only (OnlineRefiner, the offline path
+        # over a ring buffer); the per-frame poses make the track's result through the same builder.
         out = []
         for t in tracks:
             try:
@@ -244,27 +268,25 @@ class Pipeline:
             except ValueError as e:
                 self._drop(t.track_id, str(e))
                 continue
-            on = OnlineRefiner(preset, video=video, predict_ahead=self.predict_ahead, device=self.device)
-            Rs, ts = [], []
-            for i, f in enumerate(t.frames):
-                det = _detection_of(t, i) if t.observed[i] else None
-                cur, ahead = on.step(t.track_id, det)
+            on = OnlineRefiner(preset, video=video, predict_ahead=self.predict_ahead, refiner=ref, fit_2d=self.fit_2d)
+            Rs, ts, ok = [], [], []
+            for i in range(len(t)):
+                cur, ahead = on.step(t.track_id, _detection_of(t, i) if t.observed[i] else None)
                 pose = ahead if (self.predict_ahead and ahead is not None) else cur
+                ok.append(pose is not None and bool(t.observed[i]))
                 if pose is None:   # nothing seen yet: rest pose far away (marked unobserved)
                     pose = (np.tile(np.eye(3), (on.net.num_joints, 1, 1)), np.array([0, 0, 5.0]))
                 Rs.append(pose[0])
                 ts.append(pose[1])
-            R, tr = torch.as_tensor(np.stack(Rs)).float(), torch.as_tensor(np.stack(ts)).float()
-            p = get_preset(preset)
-            J = on.ref.body_for(p, t.side).pose_keypoints(R, tr, p.loss_layout)
-            out.append(RefinedTrack(t.track_id, t.frames, R.numpy(), tr.numpy(), J.numpy(), t.observed.copy(),
-                                    t.betas if t.betas is not None else np.zeros(10, np.float32), preset, video,
-                                    side=t.side))
+            if not any(ok):
+                self._drop(t.track_id, f"track {t.track_id}: no usable observation")
+                continue
+            out.append(refined_track(ref, preset, t, np.stack(Rs), np.stack(ts), np.array(ok)))
         return out
 
     def body_model(self):
-        from .body_model import load_body_model
-        return load_body_model("smpl" if self.smpl_dir else "default", model_dir=self.smpl_dir)
+        """The output body model (SMPL with ``smpl_dir``, else the free body)."""
+        return self.bodies.body
 
     def per_frame_bodies(self, tracks, video) -> dict:
         """The input as a body, frame by frame, for tracks with 2D keypoints only: ``kp2d-coco17`` on one
@@ -276,7 +298,7 @@ class Pipeline:
         if not todo:
             return {}
         out = refine_tracks(todo, model="kp2d-coco17" if self.preset == "auto" else self.preset, window=1, stride=1,
-                            device=self.device, dropped=[], fit_2d=self.fit_2d,
+                            refiner=self.get_refiner(), dropped=[], fit_2d=self.fit_2d,
                             fit_options={"w_smooth": 0.0, "knot_seconds": 0.0,
                                                                           "limit_acceleration": False})
         return {r.track_id: (r.rotmats, r.transl) for r in out}
@@ -389,7 +411,8 @@ class Pipeline:
         per_frame = self.per_frame_bodies(tracks, video) if (self.render or self.plots) else {}
         base = {name: self.baseline(tracks, video, name, per_frame) for name in self.baselines}
         self.timings["baseline"] = time.time() - t
-        summary = write_outputs(self, stage, video_path, video, frames, tracks, refined, base)
+        summary = write_outputs(self.output_options(), self.bodies, stage, video_path, video, tracks, refined, base,
+                                warn=self._warn, timings=self.timings)
         self.timings["total"] = time.time() - t0
         summary.update({"frames": n_frames, "detections": n_dets, "timings": dict(self.timings),
                         "cuts": [int(c) for c in cuts], "dropped_tracks": list(self.dropped),

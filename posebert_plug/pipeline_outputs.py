@@ -13,6 +13,7 @@ import shutil
 import signal
 import threading
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -22,6 +23,43 @@ from .skeletons import get_skeleton
 from .types import save_tracks
 
 R_CAM = np.diag([1.0, -1.0, -1.0])  # camera frame (y down) <-> Y-up world
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What a run writes besides the results files (``posebert-refine``'s output flags).
+
+    render: overlay.mp4 (and side_by_side.mp4 when ``side_by_side``); skeleton_only: skeletons
+    instead of meshes; renderer: ``auto`` | ``moderngl`` | ``pyrender``; plots: jitter_and_gaps.png;
+    bvh: one BVH per track; json_arrays: results.json's float arrays, ``base64`` | ``lists``;
+    max_frames: frames of the video read when rendering (None: all); progress: progress bars.
+    """
+
+    render: bool = True
+    skeleton_only: bool = False
+    side_by_side: bool = True
+    renderer: str = "auto"
+    plots: bool = True
+    bvh: bool = True
+    json_arrays: str = "base64"
+    max_frames: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class OutputJob:
+    """What every writer reads: the staging folder, the video, the tracks and their refinement."""
+
+    stage: str
+    video_path: str
+    video: object                 # VideoInfo
+    tracks: list                  # [Track] (the refined ones)
+    refined: list                 # [RefinedTrack]
+    base: dict                    # {baseline name: {track_id: arrays}} (Pipeline.baseline)
+    bodies: object                # posebert_plug.bodies.BodyModels: the models of meshes and BVH skeletons
+    options: OutputOptions
+    meta: dict                    # results_meta(...)
+    hidden: dict = field(default_factory=dict)   # {track_id: (N,) bool} frames not drawn
 
 
 def _focal_px(video):
@@ -47,17 +85,12 @@ def _draw_skeletons(img, skeletons, radius=2):
     return np.asarray(im)
 
 
-_LABELS = {}
-
-
 def _label(img, text):
-    """Write ``text`` white on black in the top-left corner (the patch is drawn once per text)."""
-    if text not in _LABELS:
-        from PIL import Image, ImageDraw
-        im = Image.new("RGB", (8 * len(text) + 9, 17))
-        ImageDraw.Draw(im).text((4, 2), text, fill=(255, 255, 255))
-        _LABELS[text] = np.asarray(im)
-    patch = _LABELS[text]
+    """Write ``text`` white on black in the top-left corner."""
+    from PIL import Image, ImageDraw
+    im = Image.new("RGB", (8 * len(text) + 9, 17))
+    ImageDraw.Draw(im).text((4, 2), text, fill=(255, 255, 255))
+    patch = np.asarray(im)
     out = np.array(img)
     h, w = min(patch.shape[0], out.shape[0]), min(patch.shape[1], out.shape[1])
     out[:h, :w] = patch[:h, :w]
@@ -68,22 +101,6 @@ def _project(points, video):
     f = _focal_px(video)
     z = np.clip(points[..., 2:3], 1e-3, None)
     return np.concatenate([f * points[..., :1] / z + video.width / 2, f * points[..., 1:2] / z + video.height / 2], -1)
-
-
-class ModelsByTrack:
-    """The mesh model of a refined track: the body, or the free hand of the track's side."""
-
-    def __init__(self, body, mano_dir=None):
-        self.body, self.hands, self.mano_dir = body, {}, mano_dir
-
-    def __call__(self, r):
-        side = getattr(r, "side", None)
-        if side is None:
-            return self.body
-        if side not in self.hands:
-            from .hand_model import load_hand_model
-            self.hands[side] = load_hand_model("mano" if self.mano_dir else "default", side, self.mano_dir)
-        return self.hands[side]
 
 
 # ---- plausibility of what is about to be written ------------------------------------------------
@@ -146,8 +163,8 @@ def ghost_frames(r, track, video) -> np.ndarray:
     return bad | outside | tall
 
 
-def check_plausibility(p, refined, video, tracks=None, ghosts: dict | None = None) -> dict:
-    """Warn about implausible translations and replace NaN body shapes by the default (zeros);
+def check_plausibility(warn, refined, video, tracks=None, ghosts: dict | None = None) -> dict:
+    """``warn(message)`` about implausible translations and replace NaN body shapes by the default (zeros);
     with ``tracks``, also hide and report ghost frames (:func:`ghost_frames`) into ``ghosts``
     ({track_id: count}); returns {track_id: (N,) bool} of the frames not to draw."""
     hidden = {}
@@ -158,7 +175,7 @@ def check_plausibility(p, refined, video, tracks=None, ghosts: dict | None = Non
             if g.any():
                 if ghosts is not None:
                     ghosts[int(r.track_id)] = int(g.sum())
-                p._warn(f"track {r.track_id}: {int(g.sum())} of {len(r)} frames project the body more than "
+                warn(f"track {r.track_id}: {int(g.sum())} of {len(r)} frames project the body more than "
                         f"{GHOST_HEIGHT_RATIO:g}x taller than its detection box or outside the frame; those frames "
                         "are written but not drawn")
                 hidden[r.track_id] = g
@@ -167,52 +184,75 @@ def check_plausibility(p, refined, video, tracks=None, ghosts: dict | None = Non
         bad = implausible_frames(r, video)
         if bad.any():
             x, y, z = r.transl[np.flatnonzero(bad)[0]]
-            p._warn(f"track {r.track_id}: {int(bad.sum())} of {len(r)} frames put the {what} where the camera cannot "
+            warn(f"track {r.track_id}: {int(bad.sum())} of {len(r)} frames put the {what} where the camera cannot "
                     f"see it, e.g. ({x:.0f}, {y:.0f}, {z:.0f}) m (behind it, more than {MAX_DEPTH_M:.0f} m away or far "
                     "outside the image; an upside-down or mis-scaled input?); those frames are written but not drawn")
             hidden[r.track_id] = bad | hidden.get(r.track_id, False)
         if r.betas is not None and not np.isfinite(r.betas).all():
-            p._warn(f"track {r.track_id}: the estimator's body shape (betas) is not finite; "
+            warn(f"track {r.track_id}: the estimator's body shape (betas) is not finite; "
                     "the default shape (zeros) is written instead")
             r.betas = np.zeros(np.shape(r.betas), np.float32)
     return hidden
 
 
-def write_outputs(p, stage, video_path, video, frames, tracks, refined, base) -> dict:
-    from .body_model import load_body_model
-    body = load_body_model("smpl" if p.smpl_dir else "default", model_dir=p.smpl_dir)
+def write_results(job: OutputJob) -> dict:
+    """results.npz (exact float32) and results.json (``options.json_arrays``), both with ``meta``."""
+    save_tracks(os.path.join(job.stage, "results.npz"), job.refined, job.video, meta=job.meta)
+    save_tracks(os.path.join(job.stage, "results.json"), job.refined, job.video, meta=job.meta,
+                json_arrays=job.options.json_arrays)
+    return {}
+
+
+def write_bvh(job: OutputJob) -> dict:
+    return {"bvh": write_bvh_tracks(os.path.join(job.stage, "bvh"), job.refined, job.bodies, job.video.fps)}
+
+
+def write_videos(job: OutputJob) -> dict:
+    render_videos(job.options, job.stage, job.video_path, job.video, job.tracks, job.refined, job.base, job.bodies,
+                  job.hidden)
+    return {}
+
+
+def write_plot(job: OutputJob) -> dict:
+    write_plots(job.stage, job.video, job.tracks, job.refined, job.base, job.bodies.body)
+    return {}
+
+
+# The outputs of a run, in order: (timing name, whether the options ask for it, writer). A new output
+# format is one writer function of an OutputJob (returning entries for summary.json) and one line here.
+WRITERS = (
+    ("write_results", lambda o: True, write_results),
+    ("bvh", lambda o: o.bvh, write_bvh),
+    ("render", lambda o: o.render, write_videos),
+    ("plots", lambda o: o.plots, write_plot),
+)
+
+
+def write_outputs(options: OutputOptions, bodies, stage, video_path, video, tracks, refined, base, warn=None,
+                  timings: dict | None = None) -> dict:
+    """Write every output the options ask for into ``stage``; returns summary.json's entries.
+    ``warn(message)``: where warnings go (default: dropped); ``timings``: seconds per writer are added."""
+    warn = warn or (lambda message: None)
+    timings = timings if timings is not None else {}
     ghosts = {}
-    hidden = check_plausibility(p, refined, video, tracks, ghosts)
-    timings = p.timings
-    bvh_files = []
-    t = time.time()
-    meta = results_meta(p, video, refined)
-    save_tracks(os.path.join(stage, "results.npz"), refined, video, meta=meta)
-    save_tracks(os.path.join(stage, "results.json"), refined, video, meta=meta,
-                json_arrays=p.json_arrays)
-    timings["write_results"] = time.time() - t
-    if p.bvh:
-        t = time.time()
-        bvh_files = write_bvh_tracks(os.path.join(stage, "bvh"), refined, body, video.fps, p.mano_dir)
-        timings["bvh"] = time.time() - t
-    if p.render:
-        t = time.time()
-        render_videos(p, stage, video_path, video, tracks, refined, base, body, hidden)
-        timings["render"] = time.time() - t
-    if p.plots:
-        t = time.time()
-        write_plots(stage, video, tracks, refined, base, body)
-        timings["plots"] = time.time() - t
-    return {"people": len(refined), "ghost_frames": {str(k): v for k, v in ghosts.items()},
-            "bvh": bvh_files if p.bvh else [], "tracks": [{"id": int(r.track_id), "frames": int(len(r)),
-                                                "observed": int(r.observed.sum()), "filled": int((~r.observed).sum()),
-                                                "preset": r.preset} for r in refined]}
+    hidden = check_plausibility(warn, refined, video, tracks, ghosts)
+    job = OutputJob(stage, video_path, video, tracks, refined, base, bodies, options,
+                    results_meta(bodies, video, refined), hidden)
+    summary = {"people": len(refined), "ghost_frames": {str(k): v for k, v in ghosts.items()}, "bvh": []}
+    for name, wanted, writer in WRITERS:
+        if wanted(options):
+            t = time.time()
+            summary.update(writer(job))
+            timings[name] = time.time() - t
+    summary["tracks"] = [{"id": int(r.track_id), "frames": int(len(r)), "observed": int(r.observed.sum()),
+                          "filled": int((~r.observed).sum()), "preset": r.preset} for r in refined]
+    return summary
 
 
 RESULTS_SCHEMA = "posebert-refine results 1"
 
 
-def results_meta(p, video, refined) -> dict:
+def results_meta(bodies, video, refined) -> dict:
     """What results.json / results.npz ('meta') say about themselves: enough to use them without
     this package (README, "Results schema")."""
     def skel(name):
@@ -239,7 +279,7 @@ def results_meta(p, video, refined) -> dict:
                                "MANO-16, a left hand in the left model's mirrored frame)",
         "body": {"rotmats_joints": skel("smpl24"), "joints": skel("smpl24"),
                  "transl": "camera-frame position of the pelvis joint (joint 0 of 'joints')",
-                 "model": "smpl (licensed files)" if p.smpl_dir else "default free body (Anny-derived, SMPL-24 skeleton)"},
+                 "model": "smpl (licensed files)" if bodies.smpl_dir else "default free body (Anny-derived, SMPL-24 skeleton)"},
         "hand": {"rotmats_joints": skel("mano16"), "joints": skel("hand21"), "transl": "camera-frame wrist position"},
         "keypoints": {name: skel(name) for name in sorted(layouts)},
         "fields": {"track_id": "int", "frames": "(N,) int video frames", "rotmats": "(N, J, 3, 3)",
@@ -251,16 +291,15 @@ def results_meta(p, video, refined) -> dict:
     }
 
 
-def write_bvh_tracks(folder, refined, body, fps, mano_dir=None):
+def write_bvh_tracks(folder, refined, bodies, fps):
     """One BVH per track: SMPL-24 skeleton for bodies, MANO-16 for hands; Y-up world, metres. Named
     ``track_<id>_frame_<first video frame>.bvh`` (the BVH's frame 0 is that video frame); returns
     [{"file", "track", "first_frame", "frames", "fps"}]."""
     written = []
     from .mocap.bvh import write_bvh
     os.makedirs(folder, exist_ok=True)
-    model_for = ModelsByTrack(body, mano_dir)
     for r in refined:
-        m = model_for(r)
+        m = bodies.for_track(r)
         rest = m.rest_joints.double().numpy()
         R = r.rotmats.astype(np.float64).copy()
         R[:, 0] = R_CAM @ R[:, 0]                  # camera frame -> Y-up world
@@ -276,14 +315,15 @@ def bvh_name(track_id: int, first_frame: int) -> str:
     return f"track_{int(track_id):03d}_frame_{int(first_frame):06d}.bvh"
 
 
-def render_videos(p, stage, video_path, video, tracks, refined, base, body, hidden=None):
+def render_videos(options: OutputOptions, stage, video_path, video, tracks, refined, base, bodies, hidden=None):
     """overlay.mp4 and side_by_side.mp4; ``hidden``: {track_id: (N,) bool} frames not drawn
     (implausible placements: a mesh 1.6 km away or behind the camera is noise, or a crash)."""
     from adapters.video import VideoWriter, iter_frames
     from render import get_renderer, track_colour
     from tqdm import tqdm
+    p = options
     renderer = None if p.skeleton_only else get_renderer(p.renderer)
-    model_for = ModelsByTrack(body, p.mano_dir)
+    body, model_for = bodies.body, bodies.for_track
     f_px = _focal_px(video)
     by_frame = {}
     hidden = hidden or {}

@@ -21,8 +21,10 @@ import json
 import math
 import os
 from dataclasses import dataclass
+from typing import ClassVar
 from importlib import resources
 
+import numpy as np
 import torch
 
 from . import features, synth
@@ -41,11 +43,21 @@ MODEL_SIZES = {"cpu": dict(dim=256, depth=4, heads=8, mlp_dim=512),
 
 @dataclass(frozen=True)
 class Preset:
+    """A preset owns everything about one kind of model input: its size and model arguments, how a
+    track is encoded into it (:meth:`encode`), how training inputs are synthesised from mocap
+    (:meth:`training_inputs`) and which body its output drives. One subclass per kind of input
+    (:class:`SmplPreset`, :class:`Kp3dPreset`, :class:`Kp2dPreset`); a preset of an existing kind is
+    one line in :data:`PRESETS`.
+
+    name: the preset's name; layout: its input keypoint layout; body: ``"body"`` (SMPL-24 output)
+    or ``"hand"`` (MANO-16 output).
+    """
+
     name: str
-    kind: str          # "smpl" | "kp3d" | "kp2d"
     layout: str        # input keypoint layout
     description: str = ""
     body: str = "body"  # "body" (SMPL-24 output) | "hand" (MANO-16 output)
+    kind: ClassVar[str] = ""   # "smpl" | "kp3d" | "kp2d"
 
     @property
     def num_joints(self) -> int:
@@ -78,27 +90,201 @@ class Preset:
 
     @property
     def in_dim(self) -> int:
-        K = self.num_keypoints
-        return {"smpl": 24 * 8, "kp3d": 5 * K + 6, "kp2d": 3 * K}[self.kind]
+        """Input features per frame."""
+        raise NotImplementedError
 
     def model_kwargs(self, size: str = "cpu") -> dict:
-        kw = dict(in_dim=self.in_dim, num_joints=self.num_joints, **MODEL_SIZES[size])
-        if self.kind == "smpl":   # every frame starts from a robust smoothing of the input, as the shipped model
-            kw["init_from_input"] = (0, 144)
-            kw["init_masked"] = "smooth"
-        if self.kind == "kp3d":   # the root starts at the keypoints' canonical frame, smoothed
-            K = self.num_keypoints
-            kw["init_root_from"] = (3 * K, 3 * K + 6)
-            kw["init_masked"] = "smooth"
-        return kw
+        """PoseBERT's constructor arguments for this preset (``size``: a key of :data:`MODEL_SIZES`)."""
+        return dict(in_dim=self.in_dim, num_joints=self.num_joints, **MODEL_SIZES[size])
+
+    def encode(self, track, body, policy, f_norm: float, bones=None) -> tuple:
+        """A track -> (x (N, in_dim) tensor, usable (N,) bool array: frames whose input is complete
+        and plausible). ``body``: the preset's prior body; ``policy``: a ConfidencePolicy;
+        ``f_norm``: the camera's normalised focal; ``bones``: bone lengths of the layout (kp3d)."""
+        raise NotImplementedError
+
+    def training_inputs(self, b: "TrainingDraw") -> torch.Tensor:
+        """The model input x (B, T, in_dim) of a training batch from the posed ground truth and the
+        corruption drawn for it (:func:`build_training_batch`)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class SmplPreset(Preset):
+    """SMPL rotations (+ 2D of the projected joints when the estimator gives a translation)."""
+
+    kind: ClassVar[str] = "smpl"
+
+    @property
+    def in_dim(self) -> int:
+        return 24 * 8
+
+    def model_kwargs(self, size: str = "cpu") -> dict:
+        # every frame starts from a robust smoothing of the input, as the shipped model
+        return {**super().model_kwargs(size), "init_from_input": (0, 144), "init_masked": "smooth"}
+
+    def encode(self, track, body, policy, f_norm, bones=None):
+        if track.rotmats is None:
+            raise ValueError(f"preset 'smpl' needs SMPL rotations; track {track.track_id} has none")
+        N = len(track)
+        R = torch.as_tensor(np.nan_to_num(track.rotmats, nan=0.0))
+        ok = np.isfinite(track.rotmats).all((1, 2, 3))
+        R[~torch.as_tensor(ok)] = torch.eye(3)
+        if track.transl is not None:
+            tr = torch.as_tensor(np.nan_to_num(track.transl, nan=0.0))
+            ok &= np.isfinite(track.transl).all(-1)
+            kp2d = project(body.pose_keypoints(R, tr, "smpl24"), f_norm)
+        else:
+            kp2d = torch.zeros(N, 24, 2)
+        return features.smpl_features(rotmat_to_6d(R), kp2d), ok
+
+    def training_inputs(self, b):
+        R, tr, g, B = b.R, b.tr, b.g, b.R.shape[0]
+        if b.corrupt:
+            sigma = synth._u(g, (B,), 0.0, 0.15) * b.level
+            eps = torch.randn(R.shape[:-2] + (3,), generator=g)
+            if b.heavy.any():
+                eps = torch.where(b.heavy[:, None, None, None], synth.heavy_tailed(eps.shape, g), eps)
+            Rin = R @ rotvec_to_rotmat(eps * sigma[:, None, None, None])
+            frac = synth._u(g, (B,), 0.0, 0.15) * (torch.rand(B, generator=g) < 0.5) * ~b.clean
+            Rin, _ = synth.replace_with_other(Rin, frac, g)
+            Rin = synth.swap_limbs(Rin, b.swap, g, conj=synth.MIRROR_X) if b.swap.any() else Rin
+        else:
+            Rin = R
+        kp2d = project(b.body.pose_keypoints(Rin, tr, "smpl24", bone_scale=b.scale))
+        if b.corrupt:
+            kp2d = kp2d + b.noise(kp2d.shape, 0.01 * b.noise_scale)
+        return features.smpl_features(rotmat_to_6d(Rin), kp2d)
+
+
+@dataclass(frozen=True)
+class _KeypointPreset(Preset):
+    def _training_keypoints(self, b):
+        """Posed keypoints (B, T, K, 3) with the detector's failures: outlier poses, left/right swaps."""
+        R, tr, g = b.R, b.tr, b.g
+        B, T = R.shape[:2]
+        kp = b.body.pose_keypoints(R, tr, self.layout, **({"bone_scale": b.scale} if b.scale is not None else {}))
+        if b.corrupt:
+            frac = synth._u(g, (B,), 0.0, 0.1) * (torch.rand(B, generator=g) < 0.5) * ~b.clean
+            kp, _ = synth.replace_with_other(kp - tr[..., None, :], frac, g)
+            kp = kp + tr[..., None, :]
+            if b.swap.any():   # a left/right confusion of the detector: every lateral keypoint swapped
+                from .skeletons import get_skeleton
+                flip = torch.as_tensor(get_skeleton(self.layout).flip_map, dtype=torch.long)
+                hit = torch.rand((B, T), generator=g) < b.swap[:, None]
+                kp = torch.where(hit[..., None, None], kp[:, :, flip], kp)
+        return kp
+
+
+@dataclass(frozen=True)
+class Kp3dPreset(_KeypointPreset):
+    """3D keypoints of a layout (+ their 2D when given, or projected when not root-relative)."""
+
+    kind: ClassVar[str] = "kp3d"
+
+    @property
+    def in_dim(self) -> int:
+        return 5 * self.num_keypoints + 6
+
+    def model_kwargs(self, size: str = "cpu") -> dict:
+        # the root starts at the keypoints' canonical frame, smoothed
+        K = self.num_keypoints
+        return {**super().model_kwargs(size), "init_root_from": (3 * K, 3 * K + 6), "init_masked": "smooth"}
+
+    def encode(self, track, body, policy, f_norm, bones=None):
+        from .camera import pixels_to_norm
+        from .skeletons import get_skeleton
+        if track.kp3d is None or track.layout3d != self.layout:
+            raise ValueError(f"preset {self.name!r} needs 3D keypoints in layout {self.layout}; track "
+                             f"{track.track_id} has {track.layout3d}")
+        N, v = len(track), track.video
+        k3 = torch.as_tensor(track.kp3d, dtype=torch.float32)
+        ok = torch.isfinite(k3).all(-1).all(-1).numpy()
+        k3 = torch.nan_to_num(k3)
+        if ok.sum() >= 3:  # implausible skeletons (bone lengths far from the track's) are not trusted
+            bl = torch.stack([(k3[:, c] - k3[:, q]).norm(dim=-1) for c, q in get_skeleton(self.layout).bones], -1)
+            med = bl[torch.as_tensor(ok)].median(0).values.clamp_min(1e-6)
+            ratio = (bl / med).median(-1).values.numpy()
+            ok &= np.abs(ratio - 1) <= policy.bone_outlier_ratio
+        if track.kp2d is not None and track.layout2d == self.layout:
+            k2 = pixels_to_norm(torch.as_tensor(np.nan_to_num(track.kp2d), dtype=torch.float32), v.width, v.height)
+        elif not track.kp3d_root_relative:
+            k2 = project(k3, f_norm)
+        else:
+            k2 = torch.zeros(N, k3.shape[1], 2)
+        if track.side == "left":   # left hands mirrored in X into right hands, the hand the models know
+            k3, k2 = k3 * torch.tensor([-1.0, 1.0, 1.0]), k2 * torch.tensor([-1.0, 1.0])
+        return features.kp3d_features(k3, k2, self.layout, bone_lengths(body, self.layout) if bones is None else bones), ok
+
+    def training_inputs(self, b):
+        kp = self._training_keypoints(b)
+        kp3 = kp
+        if b.corrupt:
+            max_noise = 0.02 if self.body == "hand" else 0.03     # metres; a hand is ~18 cm long
+            kp3 = kp3 + b.noise(kp3.shape, max_noise * b.noise_scale)
+            if b.body_aug and b.aug.depth_jitter > 0:   # monocular 3D: the depth scale of the body is uncertain
+                B = kp.shape[0]
+                s = 1 + synth._u(b.g, (B, 1, 1), -b.aug.depth_jitter, b.aug.depth_jitter) * ~b.clean[:, None, None]
+                root = kp3.mean(-2, keepdim=True)
+                kp3 = torch.cat([kp3[..., :2], root[..., 2:] + (kp3[..., 2:] - root[..., 2:]) * s[..., None]], -1)
+        kp2d = project(kp)
+        if b.corrupt:
+            kp2d = kp2d + b.noise(kp2d.shape, 0.01 * b.noise_scale)
+        return features.kp3d_features(kp3, kp2d, self.layout, bone_lengths(b.body, self.layout))
+
+
+@dataclass(frozen=True)
+class Kp2dPreset(_KeypointPreset):
+    """2D keypoints with confidences (any 2D layout that contains this preset's joints)."""
+
+    kind: ClassVar[str] = "kp2d"
+
+    @property
+    def in_dim(self) -> int:
+        return 3 * self.num_keypoints
+
+    def encode(self, track, body, policy, f_norm, bones=None):
+        from .camera import pixels_to_norm
+        from .skeletons import get_skeleton, mapping
+        if track.kp2d is None:
+            raise ValueError(f"preset {self.name!r} needs 2D keypoints; track {track.track_id} has none")
+        N, v = len(track), track.video
+        src, dst = mapping(track.layout2d, self.layout)
+        K = get_skeleton(self.layout).num_joints
+        if len(dst) != K:
+            raise ValueError(f"2D layout {track.layout2d} lacks joints of {self.layout}")
+        k2 = np.zeros((N, K, 2), np.float32)
+        c = np.zeros((N, K), np.float32)
+        k2[:, dst] = np.nan_to_num(track.kp2d[:, src])
+        c[:, dst] = np.nan_to_num(track.kp2d_conf[:, src]) * np.isfinite(track.kp2d[:, src]).all(-1)
+        c = np.where(c >= policy.min_joint_conf, c, 0.0)
+        ok = (c > 0).sum(-1) >= policy.min_visible_joints
+        return features.kp2d_features(pixels_to_norm(torch.as_tensor(k2), v.width, v.height), torch.as_tensor(c)), ok
+
+    def training_inputs(self, b):
+        kp = self._training_keypoints(b)
+        g = b.g
+        B, T, K = kp.shape[:3]
+        kp2d = project(kp)
+        conf = torch.ones(B, T, K)
+        if b.corrupt:
+            conf = torch.where(b.clean[:, None, None], conf, synth._u(g, (B, T, K), 0.3, 1.0))
+            sigma = synth._u(g, (B, 1, 1, 1), 0.0, 0.012 * b.noise_scale) * b.level.reshape(B, 1, 1, 1) * \
+                (1.6 - conf[..., None])
+            n = torch.randn(kp2d.shape, generator=g)
+            if b.heavy.any():
+                n = torch.where(b.heavy[:, None, None, None], synth.heavy_tailed(n.shape, g), n)
+            kp2d = kp2d + n * sigma
+            conf = synth.drop_joints(conf, synth._u(g, (B,), 0.0, 0.2) * ~b.clean, g)
+        return features.kp2d_features(kp2d, conf)
 
 
 PRESETS = {p.name: p for p in [
-    Preset("smpl", "smpl", "smpl24", "SMPL rotations (HybrIK, SPIN, VIBE, 4D-Humans)"),
-    Preset("kp3d-h36m17", "kp3d", "h36m17", "H36M-17 3D keypoints"),
-    Preset("kp3d-mediapipe33", "kp3d", "mediapipe33", "MediaPipe Pose 33 world landmarks"),
-    Preset("kp2d-coco17", "kp2d", "coco17", "COCO-17 2D keypoints (YOLO-pose, HRNet/mmpose)"),
-    Preset("kp3d-hand21", "kp3d", "hand21", "21 hand keypoints (MediaPipe Hands, mmpose hand)", body="hand"),
+    SmplPreset("smpl", "smpl24", "SMPL rotations (HybrIK, SPIN, VIBE, 4D-Humans)"),
+    Kp3dPreset("kp3d-h36m17", "h36m17", "H36M-17 3D keypoints"),
+    Kp3dPreset("kp3d-mediapipe33", "mediapipe33", "MediaPipe Pose 33 world landmarks"),
+    Kp2dPreset("kp2d-coco17", "coco17", "COCO-17 2D keypoints (YOLO-pose, HRNet/mmpose)"),
+    Kp3dPreset("kp3d-hand21", "hand21", "21 hand keypoints (MediaPipe Hands, mmpose hand)", body="hand"),
 ]}
 
 
@@ -114,15 +300,11 @@ def get_preset(name) -> Preset:
     return PRESETS[name]
 
 
-_BONES = {}
-
-
 def bone_lengths(body, layout) -> torch.Tensor:
-    """Mean bone lengths of a layout, from the default body's T-pose (K,)."""
-    if layout not in _BONES:
-        rest = body.pose_keypoints(torch.eye(3).expand(1, body.num_joints, 3, 3), None, layout)[0]
-        _BONES[layout] = features.bone_lengths_of(rest, layout)
-    return _BONES[layout]
+    """Bone lengths (K,) of a layout on ``body``'s rest pose (a :class:`~posebert_plug.refine.Refiner`
+    keeps them per preset)."""
+    rest = body.pose_keypoints(torch.eye(3).expand(1, body.num_joints, 3, 3), None, layout)[0]
+    return features.bone_lengths_of(rest, layout)
 
 
 def build_training_batch(preset, rot6d, transl_world, body, g, corrupt: bool = True, obs=None,
@@ -170,61 +352,32 @@ def build_training_batch(preset, rot6d, transl_world, body, g, corrupt: bool = T
             n = torch.where(heavy.reshape(B, *([1] * (len(shape) - 1))), synth.heavy_tailed(shape, g), n)
         return n * (synth._u(g, (B,), 0.0, hi) * level).reshape(B, *([1] * (len(shape) - 1)))
 
-    if p.kind == "smpl":
-        if corrupt:
-            sigma = synth._u(g, (B,), 0.0, 0.15) * level
-            eps = torch.randn(R.shape[:-2] + (3,), generator=g)
-            if heavy.any():
-                eps = torch.where(heavy[:, None, None, None], synth.heavy_tailed(eps.shape, g), eps)
-            Rin = R @ rotvec_to_rotmat(eps * sigma[:, None, None, None])
-            frac = synth._u(g, (B,), 0.0, 0.15) * (torch.rand(B, generator=g) < 0.5) * ~clean
-            Rin, _ = synth.replace_with_other(Rin, frac, g)
-            Rin = synth.swap_limbs(Rin, swap, g, conj=synth.MIRROR_X) if swap.any() else Rin
-        else:
-            Rin = R
-        joints = body.pose_keypoints(Rin, tr, "smpl24", bone_scale=scale)
-        kp2d = project(joints)
-        if corrupt:
-            kp2d = kp2d + noise(kp2d.shape, 0.01 * noise_scale)
-        out["x"] = features.smpl_features(rotmat_to_6d(Rin), kp2d)
-        return out
-    kp = body.pose_keypoints(R, tr, p.layout, **({"bone_scale": scale} if scale is not None else {}))
-    K = kp.shape[-2]
-    if corrupt:
-        frac = synth._u(g, (B,), 0.0, 0.1) * (torch.rand(B, generator=g) < 0.5) * ~clean
-        kp, _ = synth.replace_with_other(kp - tr[..., None, :], frac, g)
-        kp = kp + tr[..., None, :]
-        if swap.any():   # a left/right confusion of the detector: every lateral keypoint swapped
-            from .skeletons import get_skeleton
-            flip = torch.as_tensor(get_skeleton(p.layout).flip_map, dtype=torch.long)
-            hit = torch.rand((B, T), generator=g) < swap[:, None]
-            kp = torch.where(hit[..., None, None], kp[:, :, flip], kp)
-    if p.kind == "kp3d":
-        kp3 = kp
-        if corrupt:
-            max_noise = 0.02 if p.body == "hand" else 0.03     # metres; a hand is ~18 cm long
-            kp3 = kp3 + noise(kp3.shape, max_noise * noise_scale)
-            if body_aug and aug.depth_jitter > 0:   # monocular 3D: the depth scale of the body is uncertain
-                s = 1 + synth._u(g, (B, 1, 1), -aug.depth_jitter, aug.depth_jitter) * ~clean[:, None, None]
-                root = kp3.mean(-2, keepdim=True)
-                kp3 = torch.cat([kp3[..., :2], root[..., 2:] + (kp3[..., 2:] - root[..., 2:]) * s[..., None]], -1)
-        kp2d = project(kp)
-        if corrupt:
-            kp2d = kp2d + noise(kp2d.shape, 0.01 * noise_scale)
-        out["x"] = features.kp3d_features(kp3, kp2d, p.layout, bone_lengths(body, p.layout))
-        return out
-    kp2d = project(kp)
-    conf = torch.ones(B, T, K)
-    if corrupt:
-        conf = torch.where(clean[:, None, None], conf, synth._u(g, (B, T, K), 0.3, 1.0))
-        sigma = synth._u(g, (B, 1, 1, 1), 0.0, 0.012 * noise_scale) * level.reshape(B, 1, 1, 1) * (1.6 - conf[..., None])
-        n = torch.randn(kp2d.shape, generator=g)
-        if heavy.any():
-            n = torch.where(heavy[:, None, None, None], synth.heavy_tailed(n.shape, g), n)
-        kp2d = kp2d + n * sigma
-        conf = synth.drop_joints(conf, synth._u(g, (B,), 0.0, 0.2) * ~clean, g)
-    out["x"] = features.kp2d_features(kp2d, conf)
+    out["x"] = p.training_inputs(TrainingDraw(R, tr, body, g, corrupt, noise_scale, level, clean, heavy, swap, scale,
+                                              noise, aug, body_aug))
     return out
+
+
+@dataclass
+class TrainingDraw:
+    """What :func:`build_training_batch` drew for one batch, for :meth:`Preset.training_inputs`:
+    the ground truth posed in the camera (R (B, T, J, 3, 3), tr (B, T, 3)), the preset's body, the
+    generator, and the corruption (per-window noise ``level`` (B,), ``clean``/``heavy`` (B,) bool,
+    limb-``swap`` rate (B,), bone ``scale`` or None, ``noise(shape, hi)``, the Augment)."""
+
+    R: torch.Tensor
+    tr: torch.Tensor
+    body: object
+    g: torch.Generator
+    corrupt: bool
+    noise_scale: float
+    level: torch.Tensor
+    clean: torch.Tensor
+    heavy: torch.Tensor
+    swap: torch.Tensor
+    scale: torch.Tensor | None
+    noise: object
+    aug: object
+    body_aug: bool
 
 
 def trained_window(model) -> int:
@@ -236,6 +389,14 @@ def shipped_presets() -> list:
     """Presets whose weights ship with the package."""
     reg = _registry_path() / "index.json"
     return sorted(json.loads(reg.read_text())) if reg.is_file() else []
+
+
+def shipped_window(preset) -> int:
+    """The window a shipped preset's model was trained on, read from the checkpoint index (no weights
+    loaded; 64 for entries that do not say)."""
+    reg = _registry_path() / "index.json"
+    index = json.loads(reg.read_text()) if reg.is_file() else {}
+    return int(index.get(get_preset(preset).name, {}).get("window") or 64)
 
 
 def _registry_path():

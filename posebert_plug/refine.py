@@ -15,20 +15,20 @@ slerp between the refined neighbours.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-from . import features
-from .body_model import DefaultBodyModel
-from .camera import F_NORM, focal_norm, pixels_to_norm, project, to_real_camera
+from .camera import focal_norm, pixels_to_norm, to_real_camera
 from .presets import bone_lengths, get_preset, load_model, trained_window
-from .rotations import rotmat_to_6d, sixd_to_rotmat
+from .rotations import sixd_to_rotmat
 from .skeletons import get_skeleton, mapping
 from .types import Detection, FrameDetections, RefinedTrack, Track, VideoInfo
 
-__all__ = ["ConfidencePolicy", "refine_tracks", "predict_future", "complete_motion", "OnlineRefiner",
+__all__ = ["ConfidencePolicy", "RefineOptions", "refine_tracks", "refine_group", "refined_track", "predict_future",
+           "complete_motion", "OnlineRefiner",
            "choose_preset", "Refiner", "anchor_to_observed"]
 
 
@@ -75,70 +75,22 @@ def choose_preset(track: Track) -> str:
                      f"{track.layout2d}, 3D layout {track.layout3d})")
 
 
-def encode_track(track: Track, preset, body, policy: ConfidencePolicy) -> tuple:
+def encode_track(track: Track, preset, body, policy: ConfidencePolicy, bones=None) -> tuple:
     """Track -> (x (N, D) float32 tensor, observed (N,) bool tensor, f_norm of the camera).
 
-    ``body``: the preset's body (a hand model for hand presets). Left hands are mirrored
-    in X (3D and 2D) into right hands, the only hand the models are trained on."""
+    The preset encodes its input (:meth:`Preset.encode`); frames below the policy's score, or whose
+    input is incomplete or implausible, are not observed. ``body``: the preset's prior body (a hand
+    model for hand presets); ``bones``: its bone lengths in the preset's layout (computed from ``body``
+    when None). Left hands are mirrored in X (3D and 2D) into right hands, the only hand the models
+    are trained on."""
     p = get_preset(preset)
     v = track.video
     fn = focal_norm(v.focal_px, v.width, v.height)
     obs = track.observed.copy()
-    scores = np.nan_to_num(track.scores, nan=1.0)
-    obs &= scores >= policy.min_frame_score
-    N = len(track)
-    if p.kind == "smpl":
-        if track.rotmats is None:
-            raise ValueError(f"preset 'smpl' needs SMPL rotations; track {track.track_id} has none")
-        R = torch.as_tensor(np.nan_to_num(track.rotmats, nan=0.0))
-        ok = np.isfinite(track.rotmats).all((1, 2, 3))
-        R[~torch.as_tensor(ok)] = torch.eye(3)
-        if track.transl is not None:
-            tr = torch.as_tensor(np.nan_to_num(track.transl, nan=0.0))
-            ok &= np.isfinite(track.transl).all(-1)
-            kp2d = project(body.pose_keypoints(R, tr, "smpl24"), fn)
-        else:
-            kp2d = torch.zeros(N, 24, 2)
-        x = features.smpl_features(rotmat_to_6d(R), kp2d)
-        obs &= ok
-    elif p.kind == "kp3d":
-        if track.kp3d is None or track.layout3d != p.layout:
-            raise ValueError(f"preset {p.name!r} needs 3D keypoints in layout {p.layout}; track {track.track_id} "
-                             f"has {track.layout3d}")
-        k3 = torch.as_tensor(track.kp3d, dtype=torch.float32)
-        ok = torch.isfinite(k3).all(-1).all(-1).numpy()
-        k3 = torch.nan_to_num(k3)
-        if ok.sum() >= 3:  # implausible skeletons (bone lengths far from the track's) are not trusted
-            bl = torch.stack([(k3[:, c] - k3[:, q]).norm(dim=-1) for c, q in get_skeleton(p.layout).bones], -1)
-            med = bl[torch.as_tensor(ok)].median(0).values.clamp_min(1e-6)
-            ratio = (bl / med).median(-1).values.numpy()
-            ok &= np.abs(ratio - 1) <= policy.bone_outlier_ratio
-        if track.kp2d is not None and track.layout2d == p.layout:
-            k2 = pixels_to_norm(torch.as_tensor(np.nan_to_num(track.kp2d), dtype=torch.float32), v.width, v.height)
-        elif not track.kp3d_root_relative:
-            k2 = project(k3, fn)
-        else:
-            k2 = torch.zeros(N, k3.shape[1], 2)
-        if track.side == "left":
-            k3, k2 = k3 * torch.tensor([-1.0, 1.0, 1.0]), k2 * torch.tensor([-1.0, 1.0])
-        x = features.kp3d_features(k3, k2, p.layout, bone_lengths(body, p.layout))
-        obs &= ok
-    else:
-        if track.kp2d is None:
-            raise ValueError(f"preset {p.name!r} needs 2D keypoints; track {track.track_id} has none")
-        src, dst = mapping(track.layout2d, p.layout)
-        K = get_skeleton(p.layout).num_joints
-        if len(dst) != K:
-            raise ValueError(f"2D layout {track.layout2d} lacks joints of {p.layout}")
-        k2 = np.zeros((N, K, 2), np.float32)
-        c = np.zeros((N, K), np.float32)
-        k2[:, dst] = np.nan_to_num(track.kp2d[:, src])
-        c[:, dst] = np.nan_to_num(track.kp2d_conf[:, src]) * np.isfinite(track.kp2d[:, src]).all(-1)
-        c = np.where(c >= policy.min_joint_conf, c, 0.0)
-        obs &= (c > 0).sum(-1) >= policy.min_visible_joints
-        x = features.kp2d_features(pixels_to_norm(torch.as_tensor(k2), v.width, v.height), torch.as_tensor(c))
+    obs &= np.nan_to_num(track.scores, nan=1.0) >= policy.min_frame_score
+    x, ok = p.encode(track, body, policy, fn, bones)
     x = x.float()
-    obs &= torch.isfinite(x).all(-1).numpy()
+    obs &= np.asarray(ok, bool) & torch.isfinite(x).all(-1).numpy()
     return x, torch.as_tensor(obs), fn
 
 
@@ -152,25 +104,55 @@ def _window_starts(N, T, stride):
 
 
 class Refiner:
-    """Holds loaded models and the body model; ``refine_tracks`` uses a shared default instance."""
+    """What a refinement runs with: the PoseBERT models (loaded on first use and kept), the body
+    models and the device. Create one and pass it to :func:`refine_tracks` / :class:`OnlineRefiner`
+    to reuse loaded models across calls; without one, each call builds its own.
 
-    def __init__(self, device="auto", body=None):
+    device: ``"auto"`` (GPU when present), ``"cpu"``, ``"cuda[:N]"``.
+    bodies: the output body/hand models (:class:`~posebert_plug.bodies.BodyModels`: free models by
+        default, SMPL/MANO with their folders); they give :attr:`RefinedTrack.joints`. Inputs are
+        encoded and fitted with the *prior* bodies the models were trained with (free body, free
+        right hand), whatever the output models are.
+    """
+
+    def __init__(self, device="auto", bodies=None):
+        from .bodies import BodyModels
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        self.body = body if body is not None else DefaultBodyModel()
-        self.hands = {}
+        self.bodies = bodies if bodies is not None else BodyModels()
         self.models = {}
+        self._priors = {}
+        self._bones = {}
 
-    def body_for(self, preset, side=None):
-        """The model that turns a preset's output into joints: the body, or a hand of a side."""
-        if get_preset(preset).body != "hand":
-            return self.body
-        side = side or "right"
-        if side not in self.hands:
-            from .hand_model import DefaultHandModel
-            self.hands[side] = DefaultHandModel(side)
-        return self.hands[side]
+    @property
+    def body(self):
+        """The prior body (free SMPL-24 model the body presets were trained with)."""
+        return self.prior("smpl")
+
+    def prior(self, preset, side=None):
+        """The free model a preset was trained with: the body, or the hand of ``side`` (the models are
+        trained on right hands; a left hand's output is mirrored back onto the left model)."""
+        p = get_preset(preset)
+        key = "body" if p.body != "hand" else side or "right"
+        if key not in self._priors:
+            if key == "body" or key == "right":
+                self._priors[key] = p.make_body()
+            else:
+                from .hand_model import DefaultHandModel
+                self._priors[key] = DefaultHandModel(key)
+        return self._priors[key]
+
+    def output_body(self, preset, side=None):
+        """The output model of a preset's results: the body, or the hand of ``side`` (right by default)."""
+        return self.bodies.hand(side or "right") if get_preset(preset).body == "hand" else self.bodies.body
+
+    def bone_lengths(self, preset):
+        """Bone lengths (K,) of a preset's layout on its prior body's rest pose (kp3d features)."""
+        p = get_preset(preset)
+        if p.name not in self._bones:
+            self._bones[p.name] = bone_lengths(self.prior(p), p.layout)
+        return self._bones[p.name]
 
     def model(self, preset):
         if isinstance(preset, torch.nn.Module):
@@ -225,17 +207,7 @@ class Refiner:
         return out
 
 
-_DEFAULT = {}
-
-
-def _refiner(device):
-    key = str(device)
-    if key not in _DEFAULT:
-        _DEFAULT[key] = Refiner(device)
-    return _DEFAULT[key]
-
-
-def _as_tracks(detections, video):
+def _as_tracks(detections, video, tracker=None):
     if isinstance(detections, Track):
         return [detections]
     if isinstance(detections, (str, bytes)) or not hasattr(detections, "__iter__"):
@@ -261,8 +233,10 @@ def _as_tracks(detections, video):
         for d in dets:
             groups.setdefault(d.track_id, []).append(d)
         return [Track.from_detections(tid, g, video) for tid, g in sorted(groups.items())]
-    from tracking import track_detections
-    return track_detections(items if isinstance(items[0], FrameDetections) else _by_frame(dets), video)
+    if tracker is None:   # the core does not track: posebert_plug.refine_tracks passes tracking's tracker
+        raise ValueError("detections without track ids need tracking first: use posebert_plug.refine_tracks "
+                         "(tracks them with tracking.track_detections) or give every detection a track_id")
+    return tracker(items if isinstance(items[0], FrameDetections) else _by_frame(dets), video)
 
 
 def _by_frame(dets):
@@ -287,11 +261,12 @@ def refine_tracks(detections, model="auto", device="auto", window: int | None = 
                   batch_size: int = 256, extra_frames: int = 0, model_fps: float = 30.0,
                   align_2d: bool = True, keep_observed: bool = False, trust_input: bool = True,
                   progress: bool = False, cuts=None, dropped: list | None = None, fit_2d: bool = True,
-                  fit_options: dict | None = None) -> list:
+                  fit_options: dict | None = None, refiner: "Refiner | None" = None, tracker=None) -> list:
     """Refine tracks with PoseBERT.
 
-    detections: Tracks, or FrameDetections/Detections (grouped by ``track_id`` when
-        every detection has one, else tracked with :mod:`tracking`; then ``video`` is needed).
+    detections: Tracks, or FrameDetections/Detections (grouped by ``track_id`` when every detection
+        has one, else tracked by ``tracker(frames, video) -> [Track]``; ``video`` is needed then).
+        ``posebert_plug.refine_tracks`` passes :func:`tracking.track_detections` as the tracker.
     model: ``"auto"`` (pick from the inputs: SMPL > 3D > 2D), a preset name, or a loaded model.
     device: ``"auto"`` (GPU when present), ``"cpu"``, ``"cuda"``.
     window/stride: window length (default and maximum: the window the model was trained on, its
@@ -323,23 +298,28 @@ def refine_tracks(detections, model="auto", device="auto", window: int | None = 
         (:func:`posebert_plug.fit2d.fit_to_keypoints`, PoseBERT's output as the prior, its temporal
         smoothness kept); ``fit_options`` are passed to it. ``False`` keeps PoseBERT's pose (with
         ``align_2d``'s translation).
+    refiner: a :class:`Refiner` (models, body models, device) to use and keep loaded models in; by
+        default one is built for this call on ``device``.
     Returns one :class:`RefinedTrack` per input track (empty list for no tracks), or per piece with
     ``cuts``. An all-missing track raises ValueError naming it (or is listed in ``dropped``).
     """
-    policy = policy or ConfidencePolicy()
-    tracks = _as_tracks(detections, video)
+    options = RefineOptions(window=window, stride=stride, policy=policy or ConfidencePolicy(), batch_size=batch_size,
+                            extra_frames=extra_frames, model_fps=model_fps, align_2d=align_2d,
+                            keep_observed=keep_observed, trust_input=trust_input, fit_2d=fit_2d,
+                            fit_options=fit_options, progress=progress)
+    tracks = _as_tracks(detections, video, tracker)
     if cuts is not None and len(tracks):
         tracks = split_tracks_at(tracks, cuts)
     if not tracks:
         return []
-    ref = _refiner(device)
-    groups = {}
+    ref = refiner if refiner is not None else Refiner(device)
 
     def give_up(t, reason):
         if dropped is None:
             raise ValueError(reason)
         dropped.append({"id": int(t.track_id), "reason": reason})
 
+    groups = {}
     for t in tracks:
         try:
             if len(t) == 0:
@@ -353,80 +333,125 @@ def refine_tracks(detections, model="auto", device="auto", window: int | None = 
     results = {}
     for preset, ts in groups.items():
         net = ref.model(model if isinstance(model, torch.nn.Module) else preset)
-        W = trained_window(net)
-        win = W if window is None else window
-        hop = max(1, win // 4) if stride is None else stride
-        if not 1 <= win <= W or not 1 <= hop <= win:
-            raise ValueError(f"window must lie in 1..{W} (the window the {preset!r} model was trained on; longer "
-                             f"tracks are cut into overlapping windows) and stride in 1..window (a longer hop "
-                             f"would leave frames between windows unrefined); got window {win}, stride {hop}")
-        if extra_frames < 0:
-            raise ValueError(f"extra_frames must be >= 0, got {extra_frames}")
-        if extra_frames >= win:
-            raise ValueError(f"frames to predict ({extra_frames}) must be smaller than the window ({win}): "
-                             "a window needs observed frames to predict from")
-        encoded, usable = [], []
-        for t in ts:
-            try:
-                enc = encode_track(t, preset, ref.body_for(preset), policy)
-                if not enc[1].any():
-                    raise ValueError(f"track {t.track_id}: no usable observation (all frames missing, NaN or below "
-                                     "the confidence thresholds)")
-            except ValueError as e:
-                give_up(t, str(e))
-                continue
-            encoded.append(enc)
-            usable.append(t)
-        ts = usable
-        if not ts:
-            continue
-        items = []
-        for t, (x, obs, _) in zip(ts, encoded):
-            if extra_frames:
-                x = torch.cat([x, torch.zeros(extra_frames, x.shape[-1])])
-                obs = torch.cat([obs, torch.zeros(extra_frames, dtype=torch.bool)])
-            k = _upsample_factor(t.video, model_fps)
-            if k > 1:  # interleave k-1 masked frames: the model runs at its own frame rate
-                xu = torch.zeros(len(x) * k, x.shape[-1])
-                ou = torch.zeros(len(x) * k, dtype=torch.bool)
-                xu[::k], ou[::k] = x, obs
-                x, obs = xu, ou
-            items.append((x, obs))
-        outs = ref.run(items, net, window=win, stride=hop, batch_size=batch_size, progress=progress)
-        poses = []
-        for t, (x, obs), (_, _, fn), (p6, param, covered) in zip(ts, items, encoded, outs):
-            R = sixd_to_rotmat(p6.reshape(-1, net.num_joints, 6))
-            R, param = _fill_uncovered(R, param, covered)
-            k = _upsample_factor(t.video, model_fps)
-            if k > 1:
-                R, param, x, obs = R[::k], param[::k], x[::k], obs[::k]
-            transl = to_real_camera(param, fn)
-            if keep_observed:
-                R, transl = _keep_observed(t, R, transl, obs)
-            elif trust_input and t.rotmats is not None and get_preset(preset).kind == "smpl":
-                R = _trust_input(t, R, obs)
-            if align_2d and get_preset(preset).kind == "kp2d" and not extra_frames:
-                transl = align_translation_2d(R, transl, t, obs.numpy(), ref.body, fn, get_preset(preset).layout)
-            poses.append([R, transl, x, obs, fn])
-        if fit_2d and get_preset(preset).kind == "kp2d" and not extra_frames:   # all tracks in one batch
-            fitted = fit_tracks_2d([(t, R, transl, obs.numpy(), fn) for t, (R, transl, _, obs, fn) in zip(ts, poses)],
-                                   ref.body, get_preset(preset).layout, fit_options)
-            for pz, (R, transl) in zip(poses, fitted):
-                pz[0], pz[1] = R, transl
-        for t, (R, transl, x, obs, fn) in zip(ts, poses):
-            if t.side == "left":
-                R, transl = mirror_x(R, transl)
-            joints = ref.body_for(preset, t.side).pose_keypoints(R, transl, get_preset(preset).loss_layout)
-            n = len(x)
-            frames = np.arange(t.frames[0], t.frames[0] + n)
-            betas = t.betas if t.betas is not None else np.zeros(10, np.float32)
-            kp = _refined_keypoints(t, R, transl, obs, ref.body_for(preset, t.side)) \
-                if get_preset(preset).kind == "kp3d" else None
-            results[id(t)] = RefinedTrack(t.track_id, frames, R.numpy(), transl.numpy(), joints.numpy(),
-                                          obs.numpy().astype(bool), np.asarray(betas, np.float32), preset, t.video,
-                                          side=t.side, keypoints=kp, keypoint_layout=t.layout3d if kp is not None
-                                          else None)
+        results.update(refine_group(ref, net, ts, options, give_up))
     return [results[id(t)] for t in tracks if id(t) in results]
+
+
+@dataclass(frozen=True)
+class RefineOptions:
+    """How tracks are refined: the options of :func:`refine_tracks` (see there), one object shared by
+    offline refinement and :class:`OnlineRefiner`, so that both run the same steps."""
+
+    window: int | None = None
+    stride: int | None = None
+    policy: ConfidencePolicy = field(default_factory=ConfidencePolicy)
+    batch_size: int = 256
+    extra_frames: int = 0
+    model_fps: float = 30.0
+    align_2d: bool = True
+    keep_observed: bool = False
+    trust_input: bool = True
+    fit_2d: bool = True
+    fit_options: dict | None = None
+    progress: bool = False
+
+
+def refine_group(ref: Refiner, net, tracks: list, o: RefineOptions, give_up) -> dict:
+    """Refine tracks of one preset with the loaded model ``net``: encode, run the windows, decode,
+    trust the input, align and fit to 2D, build the results. The one path of offline and streaming
+    refinement. ``give_up(track, reason)`` is called for a track that cannot be refined (it may raise).
+    Returns {id(track): RefinedTrack}."""
+    preset = net.preset
+    W = trained_window(net)
+    win = W if o.window is None else o.window
+    hop = max(1, win // 4) if o.stride is None else o.stride
+    if not 1 <= win <= W or not 1 <= hop <= win:
+        raise ValueError(f"window must lie in 1..{W} (the window the {preset.name!r} model was trained on; longer "
+                         f"tracks are cut into overlapping windows) and stride in 1..window (a longer hop "
+                         f"would leave frames between windows unrefined); got window {win}, stride {hop}")
+    extra = o.extra_frames
+    if extra < 0:
+        raise ValueError(f"extra_frames must be >= 0, got {extra}")
+    if extra >= win:
+        raise ValueError(f"frames to predict ({extra}) must be smaller than the window ({win}): "
+                         "a window needs observed frames to predict from")
+    encoded, ts = [], []
+    for t in tracks:
+        try:
+            enc = encode_track(t, preset, ref.prior(preset), o.policy,
+                               ref.bone_lengths(preset) if preset.kind == "kp3d" else None)
+            if not enc[1].any():
+                raise ValueError(f"track {t.track_id}: no usable observation (all frames missing, NaN or below "
+                                 "the confidence thresholds)")
+        except ValueError as e:
+            give_up(t, str(e))
+            continue
+        encoded.append(enc)
+        ts.append(t)
+    if not ts:
+        return {}
+    items = []
+    for t, (x, obs, _) in zip(ts, encoded):
+        if extra:
+            x = torch.cat([x, torch.zeros(extra, x.shape[-1])])
+            obs = torch.cat([obs, torch.zeros(extra, dtype=torch.bool)])
+        k = _upsample_factor(t.video, o.model_fps)
+        if k > 1:  # interleave k-1 masked frames: the model runs at its own frame rate
+            xu = torch.zeros(len(x) * k, x.shape[-1])
+            ou = torch.zeros(len(x) * k, dtype=torch.bool)
+            xu[::k], ou[::k] = x, obs
+            x, obs = xu, ou
+        items.append((x, obs))
+    outs = ref.run(items, net, window=win, stride=hop, batch_size=o.batch_size, progress=o.progress)
+    poses = []
+    for t, (x, obs), (_, _, fn), (p6, param, covered) in zip(ts, items, encoded, outs):
+        R = sixd_to_rotmat(p6.reshape(-1, net.num_joints, 6))
+        R, param = _fill_uncovered(R, param, covered)
+        k = _upsample_factor(t.video, o.model_fps)
+        if k > 1:
+            R, param, obs = R[::k], param[::k], obs[::k]
+        transl = to_real_camera(param, fn)
+        if o.keep_observed:
+            R, transl = _keep_observed(t, R, transl, obs)
+        elif o.trust_input and t.rotmats is not None and preset.kind == "smpl":
+            R = _trust_input(t, R, obs)
+        if o.align_2d and preset.kind == "kp2d" and not extra:
+            transl = align_translation_2d(R, transl, t, obs.numpy(), ref.prior(preset), fn, preset.layout)
+        poses.append([R, transl, obs, fn])
+    if o.fit_2d and preset.kind == "kp2d" and not extra:   # all tracks in one batch
+        fitted = fit_tracks_2d([(t, R, transl, obs.numpy(), fn) for t, (R, transl, obs, fn) in zip(ts, poses)],
+                               ref.prior(preset), preset.layout, o.fit_options)
+        for pz, (R, transl) in zip(poses, fitted):
+            pz[0], pz[1] = R, transl
+    results = {}
+    for t, (R, transl, obs, _) in zip(ts, poses):
+        if t.side == "left":
+            R, transl = mirror_x(R, transl)
+        results[id(t)] = refined_track(ref, preset, t, R, transl, obs)
+    return results
+
+
+def refined_track(ref: Refiner, preset, track: Track, R, transl, observed) -> RefinedTrack:
+    """The one place a :class:`RefinedTrack` is built (offline, streaming, pipeline).
+
+    R (N, J, 3, 3) and transl (N, 3): the refined poses in the camera frame (N >= len(track): frames
+    past the track's end are predicted); observed (N,) bool: frames refined from an observation.
+    Joints come from the refiner's output body (``ref.bodies``) with the track's betas; a kp3d
+    preset also returns the input's keypoints refined, in the input's layout and frame."""
+    preset = get_preset(preset)
+    R, transl = torch.as_tensor(R).float(), torch.as_tensor(transl).float()
+    observed = torch.as_tensor(np.asarray(observed, bool))
+    n = len(R)
+    betas = track.betas if track.betas is not None else np.zeros(10, np.float32)
+    body = ref.output_body(preset, track.side)
+    joints = body.pose_keypoints(R, transl, preset.loss_layout,
+                                 betas=None if track.betas is None else torch.as_tensor(betas))
+    kp = _refined_keypoints(track, R, transl, observed, ref.prior(preset, track.side)) \
+        if preset.kind == "kp3d" else None
+    return RefinedTrack(track.track_id, np.arange(track.frames[0], track.frames[0] + n), R.numpy(),
+                        transl.numpy(), joints.detach().float().numpy(), observed.numpy(),
+                        np.asarray(betas, np.float32), preset.name, track.video, side=track.side, keypoints=kp,
+                        keypoint_layout=track.layout3d if kp is not None else None)
 
 
 def split_tracks_at(tracks, cuts) -> list:
@@ -647,65 +672,80 @@ def complete_motion(key_rotmats: dict, num_frames: int, key_transl: dict | None 
 class OnlineRefiner:
     """Streaming refinement: ``step(track_id, detection)`` once per frame per identity.
 
-    Keeps the last ``history`` frames per identity, runs the model on them (plus
-    ``predict_ahead`` mask tokens) and returns ``(current, ahead)``: the refined
-    pose of the newest frame and, when ``predict_ahead`` > 0, the pose
-    ``predict_ahead`` frames later; each is ``(rotmats (J, 3, 3), transl (3,))`` (J = 24 body,
-    16 hand). Pass ``detection=None`` for a frame where the person was not seen.
+    A ring buffer per identity over the offline path: each step refines the identity's last
+    ``context`` frames (from the first observed one in the buffer) with :func:`refine_group`, the
+    function :func:`refine_tracks` runs, so the same masks, frame-rate handling, trust weighting and
+    2D fit apply, and frame t streamed equals frame t of ``refine_tracks`` on the same frames.
+    ``context``: the input frames one model window holds (``history``, at most the trained window
+    over the frame-rate factor, minus ``predict_ahead``).
+
+    ``step`` returns ``(current, ahead)``: the refined pose of the newest frame and, when
+    ``predict_ahead`` > 0, the pose ``predict_ahead`` frames later; each ``(rotmats (J, 3, 3),
+    transl (3,))`` (J = 24 body, 16 hand; camera frame, metres). Pass ``detection=None`` for a frame
+    where the person was not seen. :attr:`last` holds each identity's last refined window
+    (a :class:`RefinedTrack`, frames counted per identity from its first step).
+    ``refiner``: a :class:`Refiner` to share loaded models with (built on ``device`` otherwise);
+    other keywords are :class:`RefineOptions` fields (``fit_2d``, ``trust_input``, ...).
     """
 
     def __init__(self, preset="smpl", video: VideoInfo | None = None, history: int = 64, predict_ahead: int = 0,
-                 device="auto", policy: ConfidencePolicy | None = None):
-        self.ref = _refiner(device)
+                 device="auto", policy: ConfidencePolicy | None = None, refiner: Refiner | None = None, **options):
+        self.ref = refiner if refiner is not None else Refiner(device)
         self.net = self.ref.model(preset)
-        W = trained_window(self.net)
-        if not 0 <= predict_ahead < W:
-            raise ValueError(f"predict_ahead must lie in 0..{W - 1} (the model's window is {W} frames)")
-        if history < 1:
-            raise ValueError("history must be >= 1")
-        self.context = min(history, W - predict_ahead)
         self.preset = self.net.preset.name
         self.video = video or VideoInfo(1024, 1024, 30.0)
+        self.options = RefineOptions(policy=policy or ConfidencePolicy(), extra_frames=predict_ahead, **options)
+        k = _upsample_factor(self.video, self.options.model_fps)
+        span = trained_window(self.net) // k      # input frames in one model window
+        if not 0 <= predict_ahead < span:
+            raise ValueError(f"predict_ahead must lie in 0..{span - 1} (the model's window is {span} frames "
+                             f"at {self.video.fps:g} fps)")
+        if history < 1:
+            raise ValueError("history must be >= 1")
         self.history, self.ahead = history, predict_ahead
-        self.policy = policy or ConfidencePolicy()
-        self.buffers = {}
+        self.context = min(history, span - predict_ahead)
+        self.buffers = {}   # track_id -> deque of (frame, Detection | None), the last `context` frames
+        self.last = {}
 
     def reset(self, track_id=None):
         if track_id is None:
             self.buffers.clear()
+            self.last.clear()
         else:
             self.buffers.pop(track_id, None)
+            self.last.pop(track_id, None)
 
-    @torch.inference_mode()
-    def step(self, track_id, detection: Detection | None):
+    def window(self, track_id) -> Track | None:
+        """The identity's buffered frames as a Track (from its first observed frame), or None."""
+        buf = self.buffers.get(track_id)
+        seen = [d for _, d in buf if d is not None] if buf else []
+        if not seen:
+            return None
+        return Track.from_detections(track_id, seen, self.video).padded(seen[0].frame, buf[-1][0])
+
+    def push(self, track_id, detection: Detection | None) -> int:
+        """Add a frame to an identity's buffer without refining (when no output is needed for it);
+        returns the frame's index in the identity's stream."""
         if detection is not None and not isinstance(detection, Detection):
             raise TypeError(f"step takes a Detection (or None for an unseen frame), got {type(detection).__name__}")
-        buf = self.buffers.setdefault(track_id, {"x": [], "obs": [], "fn": F_NORM})
-        if detection is not None:
-            tr = Track.from_detections(track_id, [detection], self.video)
-            x, obs, fn = encode_track(tr, self.preset, self.ref.body_for(self.preset), self.policy)
-            buf["side"] = tr.side
-            buf["x"].append(x[0])
-            buf["obs"].append(bool(obs[0]))
-            buf["fn"] = fn
-        else:
-            D = self.net.config["in_dim"]
-            buf["x"].append(torch.zeros(D))
-            buf["obs"].append(False)
-        buf["x"], buf["obs"] = buf["x"][-self.history:], buf["obs"][-self.history:]
-        xs, obs = buf["x"][-self.context:], buf["obs"][-self.context:]
-        if not any(obs):  # not seen yet, or only longer ago than the model's context reaches
+        buf = self.buffers.setdefault(track_id, deque(maxlen=self.context))
+        frame = buf[-1][0] + 1 if buf else 0
+        buf.append((frame, None if detection is None else replace(detection, frame=frame)))
+        return frame
+
+    def step(self, track_id, detection: Detection | None):
+        """Add a frame and refine: -> (current, ahead) (see the class)."""
+        self.push(track_id, detection)
+        track = self.window(track_id)
+        if track is None:  # not seen yet, or only longer ago than the model's context reaches
+            self.last.pop(track_id, None)
             return None, None
-        n = len(xs)
-        X = torch.zeros(1, n + self.ahead, len(xs[0]))
-        X[0, :n] = torch.stack(xs)
-        M = torch.zeros(1, n + self.ahead, dtype=torch.bool)
-        M[0, :n] = torch.tensor(obs)
-        pose6d, param = self.net(X.to(self.ref.device), M.to(self.ref.device), frames=[n - 1, n - 1 + self.ahead])
-        R = sixd_to_rotmat(pose6d[0].float().cpu().reshape(-1, self.net.num_joints, 6))
-        t = to_real_camera(param[0].float().cpu(), buf["fn"])
-        if buf.get("side") == "left":
-            R, t = mirror_x(R, t)
-        cur = (R[0].numpy(), t[0].numpy())
-        ahead = (R[1].numpy(), t[1].numpy()) if self.ahead else None
+        out = refine_group(self.ref, self.net, [track], self.options, lambda t, reason: None)
+        if id(track) not in out:   # nothing usable in the window (e.g. only low-score frames)
+            self.last.pop(track_id, None)
+            return None, None
+        r = self.last[track_id] = out[id(track)]
+        n = len(track)
+        cur = (r.rotmats[n - 1], r.transl[n - 1])
+        ahead = (r.rotmats[n - 1 + self.ahead], r.transl[n - 1 + self.ahead]) if self.ahead else None
         return cur, ahead

@@ -96,7 +96,7 @@ def smooth_residual(R_out: torch.Tensor, R_in: torch.Tensor, observed: torch.Ten
     risk estimate with the noise of :func:`input_noise`), and only when its input noise is below the
     model's own error (a low-noise input, e.g. clean with a few wrong frames or heavy-tailed misses:
     there the model's bias is the larger error). Elsewhere the model's output is kept."""
-    from .baselines import savgol
+    from .baselines import filled_savgol, nearest_index
     from .rotations import rotmat_to_rotvec, rotvec_to_rotmat
     sigma = input_noise(R_in, observed)
     if torch.isnan(sigma).all():
@@ -113,11 +113,14 @@ def smooth_residual(R_out: torch.Tensor, R_in: torch.Tensor, observed: torch.Ten
         return torch.stack([(res[inl[:, j], j] ** 2).sum(-1).mean() for j in range(J)]) - 3 * s2 + 6 * s2 * h
 
     best, best_risk = r.new_zeros(r.shape), risk(r, 1.0)
+    # each joint's residual with its own outliers and gaps nearest-filled, then one filter call for all
+    rn = r.double().numpy()
+    filled = np.stack([rn[nearest_index(inl[:, j].numpy()), j] if inl[:, j].any() else np.zeros_like(rn[:, j])
+                       for j in range(J)], 1)
     for w in windows:
         if w > len(r):
             continue
-        sr = torch.stack([torch.as_tensor(savgol(r[:, j].double().numpy(), inl[:, j].numpy(), window=w, order=2))
-                          for j in range(J)], 1).to(r.dtype)
+        sr = torch.as_tensor(filled_savgol(filled, w)).to(r.dtype)
         rk = risk(r - sr, _sg_center_weight(w))
         take = (rk < best_risk) & (e2 > s2) & inl.any(0)
         best = torch.where(take[None, :, None], sr, best)

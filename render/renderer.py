@@ -27,27 +27,27 @@ def track_colour(track_id: int) -> np.ndarray:
     return PALETTE[int(track_id) % len(PALETTE)]
 
 
-_INCIDENCE = {}
-
-
-def vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+def vertex_normals(v: np.ndarray, f: np.ndarray, cache: dict | None = None) -> np.ndarray:
     """(V, 3) or (P, V, 3) vertices, (F, 3) faces -> unit normals of the same shape (area-weighted).
 
-    Several meshes of one topology go through one sparse product (rendering several people)."""
+    Several meshes of one topology go through one sparse product (rendering several people).
+    ``cache``: a dict owned by the caller (a renderer) keeping each topology's vertex-face incidence
+    between frames."""
     v = np.asarray(v)
     batch = v.ndim == 3
     vb = v if batch else v[None]
     P, V = vb.shape[:2]
     key = (id(f), f.shape, V)
-    if key not in _INCIDENCE:  # vertex-face incidence and contiguous corner indices, once per topology
+    cache = {} if cache is None else cache
+    if key not in cache:  # vertex-face incidence and contiguous corner indices, once per topology
         from scipy.sparse import csr_matrix
         rows = np.asarray(f).reshape(-1)
         cols = np.repeat(np.arange(len(f)), 3)
-        if len(_INCIDENCE) > 8:
-            _INCIDENCE.clear()
-        _INCIDENCE[key] = (csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(V, len(f))),
-                           [np.ascontiguousarray(np.asarray(f)[:, k]) for k in range(3)], f)
-    A, corners = _INCIDENCE[key][:2]
+        if len(cache) > 8:
+            cache.clear()
+        cache[key] = (csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(V, len(f))),
+                      [np.ascontiguousarray(np.asarray(f)[:, k]) for k in range(3)], f)
+    A, corners = cache[key][:2]
     # Each corner gathered as 12-byte vertex records into a contiguous (P, F, 3) array: ~3x faster
     # than float fancy indexing, and the differences below then run on contiguous memory.
     rec = np.ascontiguousarray(vb, np.float32).view(np.dtype((np.void, 12))).reshape(P, V)
@@ -128,6 +128,7 @@ class ModernGLRenderer:
         self.prog = self.ctx.program(vertex_shader=self.VS, fragment_shader=self.FS)
         self.alpha = alpha
         self._fbo, self._size = None, None
+        self._normals = {}   # topology -> vertex-face incidence (vertex_normals)
 
     def _target(self, W, H):
         if self._size != (W, H):
@@ -152,7 +153,7 @@ class ModernGLRenderer:
         self.prog["znear"].value, self.prog["zfar"].value = 0.05, 200.0
         data, index, offset = [], [], 0
         for f, vs, cs in _by_topology(meshes):  # all people in one buffer, one draw call
-            ns = vertex_normals(vs, f).astype(np.float32)
+            ns = vertex_normals(vs, f, self._normals).astype(np.float32)
             for v, n, c in zip(vs, ns, cs):
                 col = np.broadcast_to(np.asarray(c, np.float32), v.shape)
                 data.append(np.concatenate([v, n, col], 1))
@@ -202,6 +203,7 @@ class PyrenderRenderer:
         import pyrender  # noqa: F401
         self.alpha = alpha
         self._r, self._size = None, None
+        self._normals = {}   # topology -> vertex-face incidence (vertex_normals)
 
     def render_rgba(self, size, meshes, focal_px, principal=None) -> np.ndarray:
         import pyrender
@@ -219,7 +221,7 @@ class PyrenderRenderer:
             if not np.isfinite(v).all() or (v[:, 2] <= 0.05).any():
                 continue
             # Same shading as the moderngl backend, baked into vertex colours (unlit material).
-            n = vertex_normals(v, f)
+            n = vertex_normals(v, f, self._normals)
             view = -v / np.linalg.norm(v, axis=1, keepdims=True)
             shade = AMBIENT + DIFFUSE * np.abs((n * view).sum(1, keepdims=True))
             cols = np.concatenate([np.clip(np.asarray(c)[None] * shade, 0, 1), np.ones((len(v), 1))], 1)

@@ -150,7 +150,7 @@ def test_refine_tracks_splits_at_cuts_and_fills_nothing_across():
 
 
 def _compile(tmp_path, segments):
-    from posebert_plug.cuts import write_compilation
+    from adapters.video import write_compilation
     return write_compilation(tmp_path / "comp.mp4", segments, (384, 288), 10.0)
 
 

@@ -37,7 +37,8 @@ def main():
     index = json.load(open(idx_path)) if os.path.exists(idx_path) else {}
     log = json.load(open(os.path.join(args.run, "log.json"))) if os.path.exists(os.path.join(args.run, "log.json")) else []
     step = blob["meta"].get("step")
-    index[preset] = {"file": f"{preset}.pt", "sha256": sha256_of(dst), "step": step, "config": blob["config"]}
+    index[preset] = {"file": f"{preset}.pt", "sha256": sha256_of(dst), "step": step, "config": blob["config"],
+                     "window": int(blob["meta"].get("args", {}).get("window") or 64)}   # read by checks, no weights
     json.dump(index, open(idx_path, "w"), indent=1, sort_keys=True)
     params = sum(v.numel() for v in blob["state_dict"].values())
     lines = [f"# Checkpoint card: `{preset}`", "", f"- file: `{preset}.pt` (fp16, {os.path.getsize(dst) / 1e6:.1f} MB), "

@@ -160,18 +160,13 @@ def list_clips(src):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-_ASF_CACHE = {}
-
-
 def read_source(clip: Clip):
     """Read a BVH/AMC clip -> (SkeletonMotion, JointMap). AMASS clips return (Motion, None)."""
     if clip.path.endswith(".npz"):
         return read_amass(clip.path), None
     if clip.path.endswith(".amc"):
         asf_path = find_asf(clip.path)
-        if asf_path not in _ASF_CACHE:
-            _ASF_CACHE[asf_path] = read_asf(asf_path)
-        src = read_amc(clip.path, _ASF_CACHE[asf_path])
+        src = read_amc(clip.path, read_asf(asf_path))
         return src, builtin_map("cmu_asf")
     src = read_bvh(clip.path, scale=1.0)
     jm = builtin_map(guess_joint_map(src.names))

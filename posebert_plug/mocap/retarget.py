@@ -238,12 +238,8 @@ def resample(m: Motion, fps: float = 30.0) -> Motion:
     return Motion(R, tr, fps, m.source)
 
 
-_REST_CACHE = {}
-
-
 def _default_rest() -> np.ndarray:
-    if "rest" not in _REST_CACHE:
-        p = resources.files("posebert_plug") / "assets" / "body_default.npz"
-        with np.load(str(p)) as d:
-            _REST_CACHE["rest"] = d["rest_joints"].astype(np.float64)
-    return _REST_CACHE["rest"]
+    """The free body's rest joints (24, 3), metres (read from the shipped asset: a few kB)."""
+    p = resources.files("posebert_plug") / "assets" / "body_default.npz"
+    with np.load(str(p)) as d:
+        return d["rest_joints"].astype(np.float64)
