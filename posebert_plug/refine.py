@@ -25,7 +25,7 @@ from .camera import focal_norm, pixels_to_norm, to_real_camera
 from .presets import bone_lengths, get_preset, load_model, trained_window
 from .rotations import sixd_to_rotmat
 from .skeletons import get_skeleton, mapping
-from .types import Detection, FrameDetections, RefinedTrack, Track, VideoInfo
+from .types import Detection, FrameDetections, RefinedTrack, Track, VideoInfo, refined_track_type
 
 __all__ = ["ConfidencePolicy", "RefineOptions", "refine_tracks", "refine_group", "refined_track", "predict_future",
            "complete_motion", "OnlineRefiner",
@@ -448,10 +448,10 @@ def refined_track(ref: Refiner, preset, track: Track, R, transl, observed) -> Re
                                  betas=None if track.betas is None else torch.as_tensor(betas))
     kp = _refined_keypoints(track, R, transl, observed, ref.prior(preset, track.side)) \
         if preset.kind == "kp3d" else None
-    return RefinedTrack(track.track_id, np.arange(track.frames[0], track.frames[0] + n), R.numpy(),
-                        transl.numpy(), joints.detach().float().numpy(), observed.numpy(),
-                        np.asarray(betas, np.float32), preset.name, track.video, side=track.side, keypoints=kp,
-                        keypoint_layout=track.layout3d if kp is not None else None)
+    kind = refined_track_type(hand=preset.body == "hand")
+    return kind(track.track_id, np.arange(track.frames[0], track.frames[0] + n), R.numpy(), transl.numpy(),
+                joints.detach().float().numpy(), observed.numpy(), np.asarray(betas, np.float32), preset.name,
+                track.video, side=track.side, keypoints=kp, keypoint_layout=track.layout3d if kp is not None else None)
 
 
 def split_tracks_at(tracks, cuts) -> list:

@@ -19,7 +19,8 @@ import numpy as np
 
 from .skeletons import get_skeleton
 
-__all__ = ["Detection", "FrameDetections", "VideoInfo", "Track", "RefinedTrack", "save_tracks", "load_tracks"]
+__all__ = ["Detection", "FrameDetections", "VideoInfo", "Track", "RefinedTrack", "RefinedHandTrack", "save_tracks",
+           "load_tracks"]
 
 
 def _arr(x, shape, name, dtype=np.float32):
@@ -368,6 +369,20 @@ class RefinedTrack:
         return json.dumps({k: _jsonable(v) for k, v in self.to_dict().items()})
 
 
+@dataclass
+class RefinedHandTrack(RefinedTrack):
+    """PoseBERT's output for one hand (a :class:`RefinedTrack` with ``side`` "left" or "right"), as
+    smplx's ``MANOOutput`` is to ``SMPLOutput``: rotmats (N, 16, 3, 3) MANO-order local rotations (wrist
+    in the camera frame; a left hand's in the mirrored frame of the left model), transl (N, 3)
+    camera-frame wrist, joints (N, 21, 3) OpenPose hand keypoints, metres."""
+
+
+def refined_track_type(side=None, hand: bool | None = None) -> type:
+    """The result type of a track: :class:`RefinedHandTrack` for a hand (``hand``, or a ``side`` of
+    "left"/"right" when ``hand`` is not given), else :class:`RefinedTrack`."""
+    return RefinedHandTrack if (hand if hand is not None else side in ("left", "right")) else RefinedTrack
+
+
 def save_tracks(path, tracks: list, video: VideoInfo | None = None, meta: dict | None = None,
                 json_arrays: str = "base64") -> None:
     """Write RefinedTracks to ``.npz`` (keys ``track<i>_<field>``, exact float32) or ``.json`` (one
@@ -421,11 +436,12 @@ def load_tracks(path) -> list:
                      for i in range(n)]
     out = []
     for it in items:
-        out.append(RefinedTrack(int(np.asarray(it["track_id"])), np.asarray(it["frames"], np.int64),
+        side = str(np.asarray(it.get("side", ""))) or None
+        out.append(refined_track_type(side)(int(np.asarray(it["track_id"])), np.asarray(it["frames"], np.int64),
                                 np.asarray(it["rotmats"], np.float32), np.asarray(it["transl"], np.float32),
                                 np.asarray(it["joints"], np.float32), np.asarray(it["observed"], bool),
                                 np.asarray(it["betas"], np.float32), str(np.asarray(it["preset"])),
-                                side=str(np.asarray(it.get("side", ""))) or None,
+                                side=side,
                                 keypoints=np.asarray(it["keypoints"], np.float32) if "keypoints" in it else None,
                                 keypoint_layout=str(np.asarray(it["keypoint_layout"])) if "keypoint_layout" in it
                                 else None))

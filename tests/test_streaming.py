@@ -135,3 +135,19 @@ def test_smpl_dir_changes_the_joints_refinement_returns(tmp_path):
     assert np.abs(a.joints - b.joints).max() > 0.01
     assert bodies.for_track(b) is bodies.body and bodies.body.pose_keypoints(
         torch.as_tensor(b.rotmats[:2]), None, "coco17").shape == (2, 17, 3)
+
+
+def test_hand_results_are_their_own_type(ref, tmp_path):
+    from posebert_plug.refine import refined_track
+    from posebert_plug.types import RefinedHandTrack, RefinedTrack, load_tracks, save_tracks
+    hand = ref.prior("kp3d-hand21", "right")
+    R = torch.eye(3).expand(5, 16, 3, 3).clone()
+    kp = hand.pose_keypoints(R, torch.tensor([0.0, 0.0, 0.5]).expand(5, 3), "hand21").numpy()
+    track = Track.from_detections(3, [Detection(f, kp3d=kp[f], layout3d="hand21", side="right") for f in range(5)],
+                                  VideoInfo(640, 480, 30.0))
+    r = refined_track(ref, "kp3d-hand21", track, R, np.tile([0.0, 0.0, 0.5], (5, 1)), np.ones(5, bool))
+    body, _, _ = _track(ref, "smpl", 30.0, True, 5)
+    b = refine_tracks([body], model="smpl", refiner=ref)[0]
+    assert type(r) is RefinedHandTrack and r.joints.shape == (5, 21, 3) and type(b) is RefinedTrack
+    save_tracks(tmp_path / "r.npz", [r, b])
+    assert [type(t) for t in load_tracks(tmp_path / "r.npz")] == [RefinedHandTrack, RefinedTrack]
