@@ -12,6 +12,11 @@ def shared_path(*parts):
     return os.path.join(SHARED, *parts)
 
 
+# One torch thread in the test process (POSEBERT_TEST_THREADS overrides). The tests' tensors are small:
+# a second intra-op thread gains little on them, and on a busy shared machine (other test runs, CI
+# neighbours) OpenMP threads that wait on each other made in-process training 10x slower (15 s vs 1.5 s).
+torch.set_num_threads(int(os.environ.get("POSEBERT_TEST_THREADS", "1")))
+
 needs_shared = pytest.mark.skipif(not os.path.isdir(shared_path("data")),
                                   reason="../shared/data is absent (bare clone): the real mocap/video tests need it")
 
@@ -62,3 +67,13 @@ def tiny_cache(tmp_path_factory):
                  clip_start=np.concatenate([[0], np.cumsum(lens)[:-1]]), clip_len=lens,
                  clip_name=np.array([f"gen{s}" for s in seeds]), clip_source=np.array(["gen"] * len(seeds)))
     return out
+
+
+@pytest.fixture
+def tiny_size(monkeypatch):
+    """A ``posebert-train --size`` for tests: a 1-block, 32-wide PoseBERT. Training code, checkpoint format,
+    resuming and loading are the same at every size; only the arithmetic per step shrinks (the default
+    ``cpu`` size is ~0.3 s a step on a 2-core machine, several seconds under load)."""
+    from posebert_plug import train
+    monkeypatch.setitem(train.MODEL_SIZES, "test-tiny", dict(dim=32, depth=1, heads=2, mlp_dim=64))
+    return "test-tiny"

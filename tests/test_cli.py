@@ -15,8 +15,24 @@ W, H = 320, 240
 
 
 def _cli(*args, cwd=None):
+    """posebert-refine in a child process: kept for a true end-to-end run (test_hybrik_end_to_end; the
+    hand runs are in test_hands.py); every other CLI test calls the entry point in-process (_refine)."""
     return subprocess.run([sys.executable, "-m", "posebert_plug.cli", *map(str, args), "--quiet"],
-                          capture_output=True, text=True, timeout=900, cwd=cwd)
+                          capture_output=True, text=True, timeout=900, cwd=cwd,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))   # see conftest: one torch thread
+
+
+def _refine(capsys, *args):
+    """posebert-refine in this process (``refine_main(argv)``, as the console script calls it):
+    (exit code, stdout, stderr). argparse's usage errors raise SystemExit(2), as in the command."""
+    from posebert_plug.cli import refine_main
+    capsys.readouterr()
+    try:
+        rc = refine_main([*map(str, args), "--quiet"])
+    except SystemExit as e:
+        rc = e.code
+    out = capsys.readouterr()
+    return rc, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +87,7 @@ def _hybrik_res(path, frames=12):
     return R
 
 
-def test_hybrik_end_to_end(tmp_path, grey_video):
+def test_hybrik_end_to_end(tmp_path, grey_video, capsys):
     _hybrik_res(tmp_path / "res.pk")
     out = tmp_path / "out"
     r = _cli(grey_video, "--estimator", "hybrik", "--estimator-output", tmp_path / "res.pk", "--out", out)
@@ -84,9 +100,9 @@ def test_hybrik_end_to_end(tmp_path, grey_video):
     assert len(tracks) == 1 and len(tracks[0]) == 12 and tracks[0].preset == "smpl"
     assert "warning" not in r.stderr
     _hybrik_res(tmp_path / "res40.pk", frames=40)   # the output of a longer video than this one
-    r40 = _cli(grey_video, "--estimator", "hybrik", "--estimator-output", tmp_path / "res40.pk", "--no-render",
-               "--out", tmp_path / "out40")
-    assert r40.returncode == 0 and "up to frame 39, but" in r40.stderr and "declares 12 frames" in r40.stderr
+    rc, _, err = _refine(capsys, grey_video, "--estimator", "hybrik", "--estimator-output", tmp_path / "res40.pk",
+                         "--no-render", "--out", tmp_path / "out40")
+    assert rc == 0 and "up to frame 39, but" in err and "declares 12 frames" in err, err[-2000:]
     assert "| 0 | 12 | 12 | 0 | smpl |" in r.stdout
     # The BVH export reads back through our own reader.
     from posebert_plug import load_motion
@@ -97,22 +113,23 @@ def test_hybrik_end_to_end(tmp_path, grey_video):
     assert probe(out / "overlay.mp4").num_frames in (0, 12)
 
 
-def test_errors_are_one_line_with_exit_codes(tmp_path, grey_video):
+def test_errors_are_one_line_with_exit_codes(tmp_path, grey_video, capsys):
     bad = tmp_path / "bad.mp4"
     # Seeded: a rare draw of os.urandom parses as a stream-less container ("contains no video stream").
     bad.write_bytes(np.random.default_rng(0).bytes(3000))
-    r = _cli(bad, "--estimator", "hybrik", "--out", tmp_path / "o1")
-    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "not a readable video" in r.stderr
-    r = _cli(grey_video, "--estimator", "nonesuch", "--out", tmp_path / "o2")
-    assert r.returncode == 2 and "unknown estimator" in r.stderr
+    rc, _, err = _refine(capsys, bad, "--estimator", "hybrik", "--out", tmp_path / "o1")
+    assert rc == 2 and err.strip().count("\n") == 0 and "not a readable video" in err and str(bad) in err, err
+    rc, _, err = _refine(capsys, grey_video, "--estimator", "nonesuch", "--out", tmp_path / "o2")
+    assert rc == 2 and "unknown estimator" in err, err
     (tmp_path / "afile").write_text("x")
     _hybrik_res(tmp_path / "res.pk")
-    r = _cli(grey_video, "--estimator", "hybrik", "--estimator-output", tmp_path / "res.pk", "--out",
-             tmp_path / "afile" / "sub")
-    assert r.returncode == 2 and "not writable" in r.stderr
-    r = _cli(grey_video, "--estimator", "hybrik", "--out", tmp_path / "o3")
-    assert r.returncode == 2 and "--estimator-output" in r.stderr
-    assert not any((tmp_path / d).exists() and os.listdir(tmp_path / d) for d in ("o1", "o2"))
+    rc, _, err = _refine(capsys, grey_video, "--estimator", "hybrik", "--estimator-output", tmp_path / "res.pk", "--out",
+                         tmp_path / "afile" / "sub")
+    assert rc == 2 and err.strip().count("\n") == 0 and "not writable" in err and str(tmp_path / "afile") in err, err
+    rc, _, err = _refine(capsys, grey_video, "--estimator", "hybrik", "--out", tmp_path / "o3")
+    assert rc == 2 and err.strip().count("\n") == 0 and "--estimator-output" in err, err
+    assert not any((tmp_path / d).exists() and os.listdir(tmp_path / d) for d in ("o1", "o2", "o3"))
+    assert (tmp_path / "afile").read_text() == "x"
 
 
 @pytest.mark.parametrize("opts, message", [
@@ -137,25 +154,27 @@ def test_bad_settings_are_refused_before_any_work(tmp_path, grey_video, opts, me
     assert not (tmp_path / "o").exists()                  # nothing created
 
 
-def test_bad_flag_is_a_one_line_usage_error(tmp_path, grey_video):
-    r = _cli(grey_video, "--estimator", "yolo", "--preset", "smpl-x", "--out", tmp_path / "o")
-    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "unknown preset 'smpl-x'" in r.stderr
+def test_bad_flag_is_a_one_line_usage_error(tmp_path, grey_video, capsys):
+    rc, _, err = _refine(capsys, grey_video, "--estimator", "yolo", "--preset", "smpl-x", "--out", tmp_path / "o")
+    assert rc == 2 and err.strip().count("\n") == 0 and "unknown preset 'smpl-x'" in err, err
+    assert not (tmp_path / "o").exists()
 
 
-def test_smpl_folder_without_model_files_is_a_usage_error(tmp_path, grey_video):
+def test_smpl_folder_without_model_files_is_a_usage_error(tmp_path, grey_video, capsys):
     (tmp_path / "empty").mkdir()
     _hybrik_res(tmp_path / "res.pk")
-    r = _cli(grey_video, "--estimator", "hybrik", "--estimator-output", tmp_path / "res.pk", "--smpl-dir",
-             tmp_path / "empty", "--no-render", "--out", tmp_path / "o")
-    assert r.returncode == 2 and "no usable SMPL model" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    rc, _, err = _refine(capsys, grey_video, "--estimator", "hybrik", "--estimator-output", tmp_path / "res.pk",
+                         "--smpl-dir", tmp_path / "empty", "--no-render", "--out", tmp_path / "o")
+    assert rc == 2 and "no usable SMPL model" in err and err.strip().count("\n") == 0, err[-2000:]
     assert not [p for p in os.listdir(tmp_path / "o") if not p.startswith(".")]   # nothing half-written
 
 
-def test_online_mode_with_prediction_ahead(tmp_path, grey_video):
+def test_online_mode_with_prediction_ahead(tmp_path, grey_video, capsys):
     _hybrik_res(tmp_path / "res.pk")
-    r = _cli(grey_video, "--estimator", "hybrik", "--estimator-output", tmp_path / "res.pk", "--online",
-             "--predict-ahead", "3", "--no-render", "--out", tmp_path / "o")
-    assert r.returncode == 0, r.stderr[-2000:]
+    rc, out, err = _refine(capsys, grey_video, "--estimator", "hybrik", "--estimator-output", tmp_path / "res.pk",
+                           "--online", "--predict-ahead", "3", "--no-render", "--out", tmp_path / "o")
+    assert rc == 0, err[-2000:]
+    assert "| 0 | 12 | 12 | 0 | smpl |" in out
     t = load_tracks(tmp_path / "o" / "results.npz")[0]
     assert len(t) == 12 and t.preset == "smpl" and np.isfinite(t.rotmats).all()
 
@@ -196,24 +215,28 @@ def test_truncated_video_is_reported(tmp_path):
     assert p.warnings == []                 # a whole video (or a --max-frames cut) warns of nothing
 
 
-def test_no_people_exit_code(tmp_path, grey_video):
-    r = _cli(grey_video, "--estimator", "yolo", "--imgsz", "320", "--out", tmp_path / "o")
-    assert r.returncode == 3, r.stderr[-2000:]
-    assert "nobody detected" in r.stderr
+def test_no_people_exit_code(tmp_path, grey_video, capsys):
+    rc, _, err = _refine(capsys, grey_video, "--estimator", "yolo", "--imgsz", "320", "--out", tmp_path / "o")
+    assert rc == 3, err[-2000:]
+    assert "nobody detected" in err and err.strip().count("\n") == 0, err[-2000:]
     out = tmp_path / "o"
     assert not out.exists() or not [p for p in os.listdir(out) if not p.startswith(".")]
 
 
-def test_help_documents_every_flag():
-    r = subprocess.run([sys.executable, "-m", "posebert_plug.cli", "--help"], capture_output=True, text=True)
+def test_help_documents_every_flag(capsys):
+    from posebert_plug.cli import refine_main
+    with pytest.raises(SystemExit) as e:
+        refine_main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
     for flag in ("--estimator", "--estimator-output", "--preset", "--smpl-dir", "--out", "--device", "--baseline",
                  "--online", "--predict-ahead", "examples:", "exit codes"):
-        assert flag in r.stdout
+        assert flag in out
 
 
 @pytest.mark.skipif(not os.path.isfile(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "video",
                                                     "vtest.avi")), reason="../shared/data/video/vtest.avi is absent")
-def test_mediapipe_estimator_on_real_video(tmp_path):
+def test_mediapipe_estimator_on_real_video(tmp_path, capsys):
     from adapters.video import VideoWriter, iter_frames, probe
     src = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "video", "vtest.avi")
     v = probe(src)
@@ -222,8 +245,9 @@ def test_mediapipe_estimator_on_real_video(tmp_path):
             w.write(im)
     # vtest's pedestrians are ~60 px tall: YOLO's person crops need the video upscaled to 960 (the default
     # no longer upscales: 1.19 people/frame at 768 vs 3.78 at 960 on vtest's first 100 frames)
-    r = _cli(tmp_path / "short.mp4", "--estimator", "mediapipe", "--imgsz", "960", "--out", tmp_path / "o",
-             "--no-side-by-side")
-    assert r.returncode == 0, r.stderr[-2000:]
+    # in-process and without rendering: the estimator is what this checks (the renders: test_hybrik_end_to_end)
+    rc, _, err = _refine(capsys, tmp_path / "short.mp4", "--estimator", "mediapipe", "--imgsz", "960", "--out",
+                         tmp_path / "o", "--no-render")
+    assert rc == 0, err[-2000:]
     tracks = load_tracks(tmp_path / "o" / "results.npz")
     assert len(tracks) >= 1

@@ -7,8 +7,6 @@ projects where the estimator put it (with the focal the adapter returns).
 import json
 import os
 import pickle
-import subprocess
-import sys
 
 import joblib
 import numpy as np
@@ -541,7 +539,7 @@ def test_npz_declaring_a_huge_array_is_refused_from_its_header(tmp_path):
         _read("hand21", tmp_path / "huge.npz")
 
 
-def test_a_still_image_renamed_as_video_is_one_frame_and_the_run_says_so(tmp_path):
+def test_a_still_image_renamed_as_video_is_one_frame_and_the_run_says_so(tmp_path, capsys):
     from PIL import Image
     from adapters.video import probe
     Image.fromarray(np.full((H // 4, W // 4, 3), 120, np.uint8)).save(tmp_path / "still.png")
@@ -549,8 +547,10 @@ def test_a_still_image_renamed_as_video_is_one_frame_and_the_run_says_so(tmp_pat
     assert probe(tmp_path / "still.mp4").num_frames == 1
     hybrik_res(tmp_path / "res.pk", frames=tuple(range(40)), widths=np.full(40, 60.0),
                centres=np.tile([W / 8, H / 8], (40, 1)))
-    r = subprocess.run([sys.executable, "-m", "posebert_plug.cli", str(tmp_path / "still.mp4"), "--estimator",
-                        "hybrik", "--estimator-output", str(tmp_path / "res.pk"), "--out", str(tmp_path / "out"),
-                        "--no-render", "--quiet"], capture_output=True, text=True, timeout=600)
-    assert "single frame" in r.stderr and "up to frame 39" in r.stderr, r.stderr[-2000:]
-    assert r.returncode != 0 or "warning" in r.stderr
+    from posebert_plug.cli import refine_main
+    capsys.readouterr()
+    rc = refine_main([str(tmp_path / "still.mp4"), "--estimator", "hybrik", "--estimator-output", str(tmp_path / "res.pk"),
+                      "--out", str(tmp_path / "out"), "--no-render", "--quiet"])
+    err = capsys.readouterr().err
+    assert "single frame" in err and "up to frame 39" in err, err[-2000:]
+    assert rc != 0 or "warning" in err

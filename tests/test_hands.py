@@ -189,7 +189,7 @@ def test_tracker_never_joins_a_left_and_a_right_hand():
         assert np.allclose(x, expected)
 
 
-def test_generated_hand_cache_trains(tmp_path):
+def test_generated_hand_cache_trains(tmp_path, tiny_size):
     """posebert-data hands + posebert-train --preset kp3d-hand21 for a few steps writes a loadable model."""
     from posebert_plug.mocap.dataset import main as data_main
     from posebert_plug.presets import load_model
@@ -197,11 +197,12 @@ def test_generated_hand_cache_trains(tmp_path):
     assert data_main(["hands", "--out", str(tmp_path / "c"), "--train-clips", "4", "--val-clips", "2",
                       "--frames", "80"]) == 0
     assert train_main(["--preset", "kp3d-hand21", "--cache", str(tmp_path / "c"), "--steps", "3", "--batch", "4",
-                       "--val-every", "3", "--out", str(tmp_path / "run")]) == 0
+                       "--size", tiny_size, "--val-every", "3", "--out", str(tmp_path / "run")]) == 0
     m = load_model("kp3d-hand21", checkpoint=str(tmp_path / "run" / "model.pt"))
     assert m.num_joints == 16 and m.preset.name == "kp3d-hand21"
     # a fine-tune keeps the start mode its weights were trained with unless told otherwise
-    args = ["--preset", "kp3d-hand21", "--cache", str(tmp_path / "c"), "--steps", "1", "--batch", "4", "--val-every", "1"]
+    args = ["--preset", "kp3d-hand21", "--cache", str(tmp_path / "c"), "--steps", "1", "--batch", "4", "--val-every", "1",
+            "--size", tiny_size]
     assert train_main(args + ["--init-masked", "interp", "--out", str(tmp_path / "a")]) == 0
     assert train_main(args + ["--init", str(tmp_path / "a" / "model.pt"), "--out", str(tmp_path / "b")]) == 0
     assert load_model("kp3d-hand21", checkpoint=str(tmp_path / "b" / "model.pt")).config["init_masked"] == "interp"
@@ -261,8 +262,8 @@ def test_cli_mediapipe_hands_on_the_bundled_clip(tmp_path):
     from posebert_plug.types import load_tracks
     clip = os.path.join(os.path.dirname(__file__), "..", "examples", "hand_clip.mp4")
     r = subprocess.run([sys.executable, "-m", "posebert_plug.cli", clip, "--estimator", "mediapipe-hands",
-                        "--out", str(tmp_path / "o"), "--max-frames", "40", "--quiet"],
-                       capture_output=True, text=True, timeout=600)
+                        "--out", str(tmp_path / "o"), "--max-frames", "20", "--quiet"],
+                       capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 0, r.stderr[-2000:]
     tracks = load_tracks(tmp_path / "o" / "results.npz")
     assert len(tracks) == 1 and tracks[0].side == "right" and tracks[0].joints.shape[1:] == (21, 3)
@@ -279,7 +280,7 @@ def test_online_hand_demo_streams_joint_angles(tmp_path):
     out = tmp_path / "stream.jsonl"
     r = subprocess.run([sys.executable, demo, "--source", os.path.join(os.path.dirname(demo), "hand_clip.mp4"),
                         "--max-frames", "20", "--ahead", "3", "--out", str(out), "--quiet"],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 0, r.stderr[-2000:]
     assert "median refinement latency" in r.stdout
     rows = [json.loads(line) for line in out.read_text().splitlines()]

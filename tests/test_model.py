@@ -1,8 +1,6 @@
 """Issue 4: PoseBERT model, presets, training command, checkpoints."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -89,30 +87,34 @@ def test_training_batch_shapes(body, tiny_cache):
         assert torch.isfinite(b["x"]).all() and b["observed"].any(1).all()
 
 
-def test_train_command_writes_a_loadable_checkpoint(tiny_cache, tmp_path):
+def test_train_command_writes_a_loadable_checkpoint(tiny_cache, tiny_size, tmp_path, capsys):
+    from posebert_plug.train import main as train_main
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "posebert_plug.train", "--preset", "smpl", "--cache", str(tiny_cache),
-           "--steps", "50", "--batch", "8", "--val-every", "25", "--save-every", "25", "--out", str(out)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "step 50: val corrupted MPJPE" in r.stdout
+    args = ["--preset", "smpl", "--cache", str(tiny_cache), "--size", tiny_size, "--batch", "4", "--window", "32",
+            "--save-every", "3", "--out", str(out)]
+    assert train_main(args + ["--steps", "6", "--val-every", "3"]) == 0
+    stdout = capsys.readouterr().out
+    assert "step 3: val corrupted MPJPE" in stdout and "step 6: val corrupted MPJPE" in stdout
     log = json.load(open(out / "log.json"))
-    assert log[-1]["step"] == 50
+    assert [e["step"] for e in log] == [3, 6]
     m = load_model("smpl", checkpoint=str(out / "model.pt"))
-    assert m.preset.name == "smpl"
+    assert m.preset.name == "smpl" and m.config["dim"] == 32 and m.meta["step"] == 6
     x = torch.randn(1, 16, m.config["in_dim"])
     pose, param = m(x, torch.ones(1, 16, dtype=torch.bool))
     assert pose.shape == (1, 16, 144) and param.shape == (1, 16, 3)
     # Resumable: a second call continues from last.pt.
-    r = subprocess.run(cmd[:-6] + ["--steps", "55", "--val-every", "100", "--out", str(out)], capture_output=True,
-                       text=True, timeout=900)
-    assert r.returncode == 0 and "resumed from" in r.stdout
+    assert train_main(args + ["--steps", "8", "--val-every", "100"]) == 0
+    assert f"resumed from {out / 'last.pt'} at step 6" in capsys.readouterr().out
+    assert json.load(open(out / "log.json"))[-1]["step"] == 8
+    assert load_model("smpl", checkpoint=str(out / "model.pt")).meta["step"] == 8
 
 
-def test_missing_cache_is_a_clear_error(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "posebert_plug.train", "--preset", "smpl", "--cache", str(tmp_path)],
-                       capture_output=True, text=True)
-    assert r.returncode == 2 and "posebert-data build" in r.stderr
+def test_missing_cache_is_a_clear_error(tmp_path, capsys):
+    from posebert_plug.train import main as train_main
+    assert train_main(["--preset", "smpl", "--cache", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "posebert-data build" in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("bad, message", [
