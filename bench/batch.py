@@ -12,7 +12,9 @@ Sections
   does not dominate and both sides read the same file. Then, in one run: the loop a user writes today
   (one ``posebert-refine`` process per clip) and ``posebert-batch`` over the folder (Ray, ``--workers``
   actors); videos/hour and refined track-frames/s of each and their ratio; every batch output equal
-  to the loop's; Ray's task timeline (``--timeline``: one ``_Worker.run`` task per video); then a
+  to the loop's; Ray's task timeline (``--timeline``: one ``_Worker.run`` task per video) and Ray's
+  own state API table of the tasks (``--ray-summary``: ray.util.state.list_tasks, printed by the batch
+  before Ray shuts down; needs ray[default], else the reason is printed); then a
   batch killed with SIGTERM halfway and rerun: the finished clips are not redone and every output
   still equals the loop's. Renders are off unless ``--render`` (they cost the same in both).
 - ``refine``: refine_tracks throughput per track-frame for 30 fps and 10 fps tracks (the model runs
@@ -20,7 +22,9 @@ Sections
   vs refining the 10 fps track at its own rate (``model_fps=10``), and the accuracy of both (MPJPE
   of noisy SMPL input from held-out mocap, cache/val.npz or generated motion).
 - ``yolo``: detection ms/frame with ultralytics' thread count (1 on 2 cores) vs the caller's.
-- ``json``: results.json size vs its float32 payload.
+- ``json``: results.json size vs its float32 payload, float arrays as base64 float32 (the default,
+  bit-exact) and as 5-decimal lists (``--json-arrays lists``), over every clip's results of the batch
+  section (or ``--results`` files).
 
 The machine is shared: absolute figures move with its load (printed); ratios are measured within
 one run.
@@ -54,6 +58,12 @@ def detections(source, n_frames, work, imgsz=960):
     path = os.path.join(work, f"detections_{n_frames}_{imgsz}.alphapose.json")
     if os.path.exists(path):
         return json.load(open(path)), None
+    for f in sorted(os.listdir(work)):    # a cache of more frames holds these too
+        parts = f.split("_")
+        if (f.startswith("detections_") and f.endswith(f"_{imgsz}.alphapose.json") and len(parts) == 3
+                and parts[1].isdigit() and int(parts[1]) >= n_frames):
+            return [r for r in json.load(open(os.path.join(work, f)))
+                    if int(r["image_id"].split(".")[0]) < n_frames], None
     import adapters
     from adapters.video import probe
     t = time.time()
@@ -145,7 +155,8 @@ def section_batch(args):
     load_seq = load()
     timeline = os.path.join(work, "timeline.json")
     t = time.time()
-    r = subprocess.run(batch_cmd(clips, bat, args, ("--timeline", timeline, "--force")), capture_output=True, text=True)
+    r = subprocess.run(batch_cmd(clips, bat, args, ("--timeline", timeline, "--force", "--ray-summary")),
+                       capture_output=True, text=True)
     t_bat = time.time() - t
     if r.returncode not in (0, 1):
         print(r.stderr[-2000:])
@@ -170,6 +181,16 @@ def section_batch(args):
     print(f"Ray task timeline ({timeline}, open in chrome://tracing or ui.perfetto.dev): {len(ev)} _Worker.run "
           f"tasks on {len({e['tid'] for e in ev})} workers, "
           f"{sum(e['dur'] for e in ev) / 1e6:.1f} task-seconds in {t_bat:.1f} s of wall time")
+    # posebert-batch --ray-summary: Ray's state API (its dashboard's), queried before Ray shut down
+    lines = r.stdout.splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.startswith("Ray state API")), None)
+    if start is None:
+        why = [ln for ln in r.stderr.splitlines() if "Ray task summary" in ln]
+        print("Ray state API: no table (" + (why[0] if why else "no reason printed") + ")")
+    else:
+        end = next((i for i in range(start + 1, len(lines))   # the table ends where the videos' table starts
+                    if not lines[i].startswith("|") or lines[i].startswith("| name |")), len(lines))
+        print("\n".join(lines[start:end]))
     section_kill(args, clips, names, seq)
 
 
@@ -295,22 +316,45 @@ def section_yolo(args):
 
 
 def section_json(args):
-    from posebert_plug.types import load_tracks, save_tracks
-    src = args.results or os.path.join(args.work, "batch", "clip00", "results.npz")
-    if not os.path.exists(src):
-        print(f"\njson: skipped, no {src} (run the batch section or pass --results)")
+    import glob
+    from posebert_plug.types import _jsonable, load_tracks, save_tracks
+    files = args.results or sorted(glob.glob(os.path.join(args.work, "batch", "*", "results.npz")))
+    if not files:
+        print(f"\njson: skipped, no results.npz under {os.path.join(args.work, 'batch')} (run the batch section or "
+              "pass --results)")
         return
-    tr = load_tracks(src)
-    payload = sum(sum(np.asarray(a).size * 4 for a in (t.rotmats, t.transl, t.joints, t.betas, t.keypoints)
-                      if a is not None) + t.frames.size * 4 + t.observed.size for t in tr)
-    path = os.path.join(args.work, "results_check.json")
-    save_tracks(path, tr)
-    n = sum(len(t) for t in tr)
-    size = os.path.getsize(path)
-    back = load_tracks(path)
-    err = max(float(np.abs(a.joints - b.joints).max()) for a, b in zip(tr, back))
-    print(f"\n## results.json: {size / n:.0f} B per track-frame, {size / payload:.2f}x its float32 payload "
-          f"(max joint error {err * 1000:.3f} mm; the 17-digit floats cost 5.4x)")
+    payload = n = 0
+    size = {"base64": 0, "lists": 0, "repr": 0}
+    err = {"base64": 0.0, "lists": 0.0}
+    exact = True
+    for src in files:
+        tr = load_tracks(src)
+        n += sum(len(t) for t in tr)
+        payload += sum(sum(np.asarray(a).size * 4 for a in (t.rotmats, t.transl, t.joints, t.betas, t.keypoints)
+                           if a is not None) + t.frames.size * 4 + t.observed.size for t in tr)
+        for mode in ("base64", "lists"):
+            path = os.path.join(args.work, f"results_check_{mode}.json")
+            save_tracks(path, tr, json_arrays=mode)
+            size[mode] += os.path.getsize(path)
+            back = load_tracks(path)
+            for a, b in zip(tr, back):
+                for k in ("rotmats", "transl", "joints"):
+                    d = np.abs(getattr(a, k) - getattr(b, k))
+                    err[mode] = max(err[mode], float(np.nanmax(d)) if d.size else 0.0)
+                    if mode == "base64":
+                        exact &= getattr(a, k).tobytes() == getattr(b, k).tobytes()
+        # what results.json cost before issue 22: Python's 17-digit repr of every float
+        size["repr"] += sum(len(json.dumps({k: _jsonable(v) for k, v in t.to_dict().items()}, separators=(",", ":")))
+                            for t in tr)
+    print(f"\n## results.json over {len(files)} results ({n} track-frames, float32 payload {payload / n:.0f} B per "
+          "track-frame)")
+    print("| float arrays as | B per track-frame | x float32 payload | max abs error (rotation entries, metres) |\n"
+          "|---|---|---|---|")
+    print(f"| base64 float32 (default) | {size['base64'] / n:.0f} | {size['base64'] / payload:.2f} | "
+          + ("0 (bit-exact)" if exact else f"{err['base64']:.1e} (NOT exact)") + " |")
+    print(f"| lists, 5 decimals (--json-arrays lists) | {size['lists'] / n:.0f} | {size['lists'] / payload:.2f} | "
+          f"{err['lists']:.1e} |")
+    print(f"| lists, 17-digit floats (before issue 22) | {size['repr'] / n:.0f} | {size['repr'] / payload:.2f} | 0 |")
 
 
 def main(argv=None):
