@@ -295,8 +295,8 @@ def _far_outside(det, video, focal_px=None) -> bool:
     if det.box is not None:
         cx, cy = (det.box[0] + det.box[2]) / 2, (det.box[1] + det.box[3]) / 2
     elif det.transl is not None and focal_px and det.transl[2] > 0:
-        cx = focal_px * det.transl[0] / det.transl[2] + W / 2
-        cy = focal_px * det.transl[1] / det.transl[2] + H / 2
+        from posebert_plug.camera import project_px
+        cx, cy = project_px(det.transl, focal_px, (W / 2, H / 2))
     else:
         return False
     return bool(cx < -W / 2 or cx > 1.5 * W or cy < -H / 2 or cy > 1.5 * H)

@@ -29,8 +29,8 @@ class MediaPipePoseAdapter(Adapter):
         detector = None
         if crops:
             try:
-                from .yolo import YOLOAdapter
-                yolo = YOLOAdapter(imgsz=self.options.get("imgsz", 960), weights=self.options.get("weights"),
+                from .yolo import DEFAULT_IMGSZ, YOLOAdapter
+                yolo = YOLOAdapter(imgsz=self.options.get("imgsz", DEFAULT_IMGSZ), weights=self.options.get("weights"),
                                    models=self.options.get("models"))
                 detector = (yolo, yolo._model())
             except Exception as e:

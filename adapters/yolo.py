@@ -10,6 +10,7 @@ from posebert_plug.types import Detection, FrameDetections
 from .base import Adapter, AdapterError, register
 
 WEIGHTS = "yolo11n-pose.pt"
+DEFAULT_IMGSZ = 960   # YOLO input size when the caller gives none (posebert-refine sizes it to the video)
 
 
 def find_weights(user_path=None) -> str:
@@ -57,7 +58,7 @@ class YOLOAdapter(Adapter):
     name = "yolo"
     aliases = ("yolo-pose",)
     live = True
-    reads = "video frames (runs YOLO11n-pose); options: imgsz (960 default), conf (0.25), weights, batch (8)"
+    reads = "video frames (runs YOLO11n-pose); options: imgsz (960 default: DEFAULT_IMGSZ), conf (0.25), weights, batch (8)"
     skeleton = "COCO-17"
     units = "pixels"
     camera = "none (2D only)"
@@ -78,7 +79,7 @@ class YOLOAdapter(Adapter):
 
     def detect(self, model, images, indices):
         with keep_torch_threads():   # the first predict sets the predictor up (and the thread count)
-            res = model.predict(images, imgsz=self.options.get("imgsz", 960), conf=self.options.get("conf", 0.25),
+            res = model.predict(images, imgsz=self.options.get("imgsz", DEFAULT_IMGSZ), conf=self.options.get("conf", 0.25),
                                 verbose=False, device=self.options.get("device", "cpu"))
         out = []
         for idx, r in zip(indices, res):

@@ -10,9 +10,22 @@ focal and the principal point at the centre). A real camera with focal
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 F_NORM = 2.5  # canonical focal, in half-image units (a 2*atan(1/2.5) = 44 degree field of view)
+# The camera frame (y down, z forward) <-> a Y-up world facing the camera (180 degrees about X).
+R_CAM = np.diag([1.0, -1.0, -1.0])
+# Reflection of X (left-right): a left hand as the mirrored right hand, a mirrored body.
+MIRROR_X = np.diag([-1.0, 1.0, 1.0])
+
+
+def project_px(points, focal_px, centre):
+    """(..., 3) camera-frame points (metres) -> (..., 2) pixels of a pinhole camera with focal
+    ``focal_px`` and principal point ``centre`` (cx, cy); depths below 1 mm are clamped."""
+    p = np.asarray(points, np.float64)
+    z = np.clip(p[..., 2:3], 1e-3, None)
+    return np.concatenate([focal_px * p[..., :1] / z + centre[0], focal_px * p[..., 1:2] / z + centre[1]], -1)
 
 
 def project(points: torch.Tensor, f_norm: float = F_NORM) -> torch.Tensor:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .camera import project_px  # noqa: F401  (re-exported: fit2d.project_px)
+
 __all__ = ["FitOptions", "fit_to_keypoints", "fit_many", "reprojection_error_px", "acceleration_px"]
 
 
@@ -197,13 +199,6 @@ def _smooth_until(R, t, good, windows=(5, 9, 15, 31)):
         if good(Rs, ts):
             break
     return Rs, ts
-
-
-def project_px(points, focal_px, centre):
-    """(..., 3) camera-frame points -> (..., 2) pixels."""
-    p = np.asarray(points, np.float64)
-    z = np.clip(p[..., 2:3], 1e-3, None)
-    return np.concatenate([focal_px * p[..., :1] / z + centre[0], focal_px * p[..., 1:2] / z + centre[1]], -1)
 
 
 def reprojection_error_px(kp_px, uv_px, conf, observed, min_conf: float = 0.5) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .body_model import BodyModelNotFound, BodyOutput, DefaultBodyModel, _check_pose, find_model_file, load_model_arrays
+from .camera import MIRROR_X
 from .kinematics import local_to_global
 from .rotations import rotmat_to_rotvec
 from .skeletons import MANO21_TO_OPENPOSE, get_skeleton
@@ -29,7 +30,6 @@ __all__ = ["DefaultHandModel", "MANOHandModel", "load_hand_model", "MANO_TIP_VER
 
 # MANO fingertip vertices (thumb, index, middle, ring, pinky): the usual 21-keypoint extension.
 MANO_TIP_VERTICES = (745, 317, 444, 556, 673)
-MIRROR_X = np.diag([-1.0, 1.0, 1.0])
 
 
 class DefaultHandModel(DefaultBodyModel):

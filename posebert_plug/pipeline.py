@@ -42,7 +42,7 @@ BASELINES = ("savgol", "nearest")   # what Pipeline.baseline computes (and --bas
 # the video's long side (rounded up to YOLO's stride of 32). Upscaling a 176x144 video to 960 costs 30x
 # the time and finds nothing more; but small people need some upscaling: on vtest.avi (768x576,
 # pedestrians ~60 px tall) YOLO11n-pose finds 1.19 people/frame at 768 and 3.78 at 960.
-DEFAULT_IMGSZ = 960
+from adapters.yolo import DEFAULT_IMGSZ  # noqa: E402  (one place for the detector's default size)
 MAX_UPSCALE = 1.25
 
 

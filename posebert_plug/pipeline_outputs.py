@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .camera import focal_norm
+from .camera import R_CAM, focal_norm, project_px
 from .skeletons import get_skeleton
 from .types import save_tracks
 
-R_CAM = np.diag([1.0, -1.0, -1.0])  # camera frame (y down) <-> Y-up world
 
 
 @dataclass(frozen=True)
@@ -98,9 +97,7 @@ def _label(img, text):
 
 
 def _project(points, video):
-    f = _focal_px(video)
-    z = np.clip(points[..., 2:3], 1e-3, None)
-    return np.concatenate([f * points[..., :1] / z + video.width / 2, f * points[..., 1:2] / z + video.height / 2], -1)
+    return project_px(points, _focal_px(video), (video.width / 2, video.height / 2))
 
 
 # ---- plausibility of what is about to be written ------------------------------------------------

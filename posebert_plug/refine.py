@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from .camera import focal_norm, pixels_to_norm, to_real_camera
+from .camera import MIRROR_X, focal_norm, pixels_to_norm, to_real_camera
 from .presets import bone_lengths, get_preset, load_model, trained_window
 from .rotations import sixd_to_rotmat
 from .skeletons import get_skeleton, mapping
@@ -418,11 +418,19 @@ def refine_group(ref: Refiner, net, tracks: list, o: RefineOptions, give_up) -> 
         if o.align_2d and preset.kind == "kp2d" and not extra:
             transl = align_translation_2d(R, transl, t, obs.numpy(), ref.prior(preset), fn, preset.layout)
         poses.append([R, transl, obs, fn])
-    if o.fit_2d and preset.kind == "kp2d" and not extra:   # all tracks in one batch
-        fitted = fit_tracks_2d([(t, R, transl, obs.numpy(), fn) for t, (R, transl, obs, fn) in zip(ts, poses)],
-                               ref.prior(preset), preset.layout, o.fit_options)
-        for pz, (R, transl) in zip(poses, fitted):
-            pz[0], pz[1] = R, transl
+    if o.fit_2d and preset.body == "body" and not extra and not o.keep_observed:
+        # every track with 2D keypoints the prior body can regress (kp2d, MediaPipe, SMPL estimators' 2D
+        # joints; after the trust blend), in one batch per layout; other 2D layouts are not fitted
+        jobs = {}
+        for k, t in enumerate(ts):
+            lay = preset.layout if preset.kind == "kp2d" else fit_layout_2d(t, ref.prior(preset))
+            if lay is not None:
+                jobs.setdefault(lay, []).append(k)
+        for lay, ks in jobs.items():
+            fitted = fit_tracks_2d([(ts[k], poses[k][0], poses[k][1], poses[k][2].numpy(), poses[k][3]) for k in ks],
+                                   ref.prior(preset), lay, o.fit_options)
+            for k, (R, transl) in zip(ks, fitted):
+                poses[k][0], poses[k][1] = R, transl
     results = {}
     for t, (R, transl, obs, _) in zip(ts, poses):
         if t.side == "left":
@@ -551,36 +559,41 @@ def anchor_to_observed(R, R_in, observed):
     return out
 
 
-_MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
 
 
 def mirror_x(R, transl):
     """Mirror poses in the camera's X: rotations (..., J, 3, 3) -> M R M, translations (..., 3) -> M t.
     A right-hand pose mirrored this way is the left model's pose of the mirrored hand."""
-    M = _MIRROR.to(R.dtype)
+    M = torch.as_tensor(MIRROR_X, dtype=R.dtype)
     return M @ R @ M, transl * M.diagonal().to(transl.dtype)
 
 
-def align_translation_2d(R, transl, track: Track, observed, body, f_norm, layout, smooth: int = 9):
+def align_translation_2d(R, transl, track: Track, observed, body, f_norm, layout, smooth: int = 9,
+                         min_conf: float = 0.2, order: int = 1):
     """Root translation (N, 3) whose body keypoints reproject onto the track's 2D keypoints.
 
     Per observed frame, solves f (X_i + tx) - u_i (Z_i + tz) = 0 (and the same for v) in the
-    confidence-weighted least-squares sense, with (X_i, Y_i, Z_i) the keypoints of the refined pose
-    relative to the root; the correction (fit - PoseBERT) is then smoothed over time and
-    interpolated across filled frames.
+    confidence-weighted least-squares sense over the keypoints of confidence >= ``min_conf``, with
+    (X_i, Y_i, Z_i) the keypoints of the refined pose relative to the root. The correction (fit vs
+    PoseBERT) is taken where the image sees it: root image position (x/z, y/z) and log depth, each
+    smoothed over time and interpolated across filled frames, then turned back into a translation. (A
+    per-axis correction in metres, smoothed, mixes a frame's lateral offset with its neighbours' depth:
+    at a frame edge, where keypoints bunch up and the depth jumps, that moved a body out of the frame.)
     """
-    from .baselines import interpolate, savgol
+    from .baselines import filled_savgol, interpolate
     src, dst = mapping(track.layout2d, layout)
     v = track.video
-    uv = np.zeros((len(track), get_skeleton(layout).num_joints, 2), np.float32)
+    n = len(track)
+    uv = np.zeros((n, get_skeleton(layout).num_joints, 2), np.float32)
     c = np.zeros(uv.shape[:2], np.float32)
     uv[:, dst] = pixels_to_norm(torch.as_tensor(np.nan_to_num(track.kp2d[:, src])), v.width, v.height).numpy()
-    c[:, dst] = np.nan_to_num(track.kp2d_conf[:, src])
-    rel = body.pose_keypoints(R, None, layout).double().numpy()          # root at rest-joint origin
-    corr = np.full((len(track), 3), np.nan)
-    for i in np.flatnonzero(observed):
-        w = c[i] > 0
-        if w.sum() < 4:
+    c[:, dst] = np.nan_to_num(track.kp2d_conf[:, src]) * np.isfinite(track.kp2d[:, src]).all(-1)
+    rel = body.pose_keypoints(R[:n], None, layout).double().numpy()          # root at rest-joint origin
+    t0 = transl[:n].double().numpy()
+    corr = np.full((n, 3), np.nan)
+    for i in np.flatnonzero(np.asarray(observed[:n], bool)):
+        w = c[i] >= min_conf
+        if w.sum() < 4 or t0[i, 2] <= 0:
             continue
         P, u, wt = rel[i, w], uv[i, w].astype(np.float64), np.sqrt(c[i, w]).astype(np.float64)
         rows = [np.column_stack([np.full(len(P), f_norm), np.zeros(len(P)), -u[:, 0]]),
@@ -590,29 +603,62 @@ def align_translation_2d(R, transl, track: Track, observed, body, f_norm, layout
         b = np.concatenate(rhs) * np.concatenate([wt, wt])
         sol, *_ = np.linalg.lstsq(A, b, rcond=None)
         if np.isfinite(sol).all() and sol[2] > 0.3:
-            corr[i] = sol - transl[i].double().numpy()
+            corr[i] = [sol[0] / sol[2] - t0[i, 0] / t0[i, 2], sol[1] / sol[2] - t0[i, 1] / t0[i, 2],
+                       np.log(sol[2] / t0[i, 2])]
     ok = np.isfinite(corr).all(1)
     if not ok.any():
         return transl
-    corr = savgol(corr, ok, window=min(smooth, max(3, ok.sum() // 2 * 2 - 1)), order=1) if ok.sum() >= 3 else \
-        interpolate(corr, ok)
-    corr = np.where(ok[:, None], corr, interpolate(corr, ok))
-    return transl + torch.as_tensor(corr, dtype=transl.dtype)
+    # the root seen frame by frame; in gaps, PoseBERT's motion shifted onto it; then smoothed
+    good = t0[:, 2] > 0
+    pb = np.column_stack([t0[:, :2] / np.where(good, t0[:, 2], 1.0)[:, None], np.log(np.where(good, t0[:, 2], 1.0))])
+    root = pb + interpolate(corr, ok)
+    if ok.sum() >= 3:
+        root = filled_savgol(root, window=min(smooth, max(3, ok.sum() // 2 * 2 - 1)), order=order)
+    out = transl.clone()
+    z = np.exp(root[:, 2])
+    xy = root[:, :2] * z[:, None]
+    out[:n][good] = torch.as_tensor(np.column_stack([xy, z])[good], dtype=transl.dtype)
+    return out
+
+
+# 2D layouts the body cannot regress but which extend SMPL-24 (HybrIK's 29 joints) are fitted on those joints.
+def fit_layout_2d(track: Track, body) -> str | None:
+    """The layout a track's 2D keypoints are fitted in (:func:`fit_tracks_2d`): the track's own when the
+    prior ``body`` regresses it (coco17, h36m17, mediapipe33, smpl24), ``smpl24`` for a layout holding
+    every SMPL-24 joint (hybrik29); None (not fitted) for no 2D or any other layout (a hand, a layout the
+    body does not know)."""
+    if track.kp2d is None or track.layout2d is None or track.kp2d_conf is None:
+        return None
+    try:
+        sk = get_skeleton(track.layout2d)
+    except (KeyError, ValueError):
+        return None
+    for lay in (sk.name, "smpl24"):
+        if lay != sk.name and not set(get_skeleton(lay).joints) <= set(sk.joints):
+            continue
+        try:
+            body.pose_keypoints(torch.eye(3).expand(1, len(body.parents), 3, 3), None, lay)
+        except (KeyError, ValueError, RuntimeError, TypeError):
+            continue
+        return lay
+    return None
 
 
 def fit_tracks_2d(jobs, body, layout, options=None) -> list:
     """:func:`posebert_plug.fit2d.fit_many` on tracks' own 2D keypoints (pixels), all in one batch.
-    jobs: [(track, R (N, J, 3, 3), transl (N, 3), observed (N,), f_norm)] -> [(R, transl)].
-    ``options``: a :class:`~posebert_plug.fit2d.FitOptions` or a dict of its fields (fps: the track's)."""
+    jobs: [(track, R (N, J, 3, 3), transl (N, 3), observed (N,), f_norm)] -> [(R, transl)]; the tracks'
+    2D keypoints are taken into ``layout`` by joint name (:func:`~posebert_plug.skeletons.mapping`), so
+    tracks of several 2D layouts may share a batch. ``options``: a
+    :class:`~posebert_plug.fit2d.FitOptions` or a dict of its fields (fps: the track's)."""
     from .fit2d import FitOptions, fit_many
     if not jobs:
         return []
     if isinstance(options, dict) or options is None:
         options = FitOptions(**{"fps": jobs[0][0].video.fps or 30.0, **(options or {})})
-    src, dst = mapping(jobs[0][0].layout2d, layout)
     K = get_skeleton(layout).num_joints
     items = []
     for track, R, transl, observed, f_norm in jobs:
+        src, dst = mapping(track.layout2d, layout)
         n = len(track)
         uv = np.zeros((len(R), K, 2))
         c = np.zeros((len(R), K))
@@ -625,6 +671,11 @@ def fit_tracks_2d(jobs, body, layout, options=None) -> list:
         seen[:n] = track.observed
         items.append((R, transl, uv, c, o, f_norm * max(v.width, v.height) / 2, (v.width / 2, v.height / 2), seen))
     return fit_many(items, body, layout, options)
+
+
+def canonical_video() -> VideoInfo:
+    """The video assumed when none is given: 1024 x 1024 at 30 fps, the canonical focal."""
+    return VideoInfo(1024, 1024, 30.0)
 
 
 def _upsample_factor(video, model_fps):
@@ -662,7 +713,7 @@ def complete_motion(key_rotmats: dict, num_frames: int, key_transl: dict | None 
         raise ValueError("complete_motion needs at least one key pose")
     if max(key_rotmats) >= num_frames or min(key_rotmats) < 0:
         raise ValueError(f"key frames must lie in 0..{num_frames - 1}")
-    video = video or VideoInfo(1024, 1024, 30.0)
+    video = video or canonical_video()
     dets = [Detection(f, rotmats=R, transl=None if key_transl is None else key_transl.get(f))
             for f, R in sorted(key_rotmats.items())]
     tr = Track.from_detections(0, dets, video).padded(0, num_frames - 1)
@@ -693,7 +744,7 @@ class OnlineRefiner:
         self.ref = refiner if refiner is not None else Refiner(device)
         self.net = self.ref.model(preset)
         self.preset = self.net.preset.name
-        self.video = video or VideoInfo(1024, 1024, 30.0)
+        self.video = video or canonical_video()
         self.options = RefineOptions(policy=policy or ConfidencePolicy(), extra_frames=predict_ahead, **options)
         k = _upsample_factor(self.video, self.options.model_fps)
         span = trained_window(self.net) // k      # input frames in one model window

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import torch
 
+from . import camera
 from .camera import F_NORM
 from .rotations import rotvec_to_rotmat, sixd_to_rotmat
 
-R_CAM = torch.tensor([[1.0, 0, 0], [0, -1.0, 0], [0, 0, -1.0]])
+R_CAM = torch.as_tensor(camera.R_CAM, dtype=torch.float32)   # torch copies of camera.py's
 
 
 def _u(g, shape, lo, hi):
@@ -183,7 +184,7 @@ class Augment:
                    clean_frac=0.0, heavy_frac=0.0, swap_frac=0.0, depth_jitter=0.0, proportions=0.0)
 
 
-MIRROR_X = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))   # reflection of the body frame's X (its left-right)
+MIRROR_X = torch.as_tensor(camera.MIRROR_X, dtype=torch.float32)   # reflection of the body frame's X (its left-right)
 # SMPL-24 joints whose rest orientation rigs and estimators define differently: collars, shoulders,
 # wrists, hips, ankles, feet
 RIG_JOINTS = (13, 14, 16, 17, 20, 21, 1, 2, 7, 8, 10, 11)
