@@ -333,16 +333,14 @@ def _init_ray(address, num_cpus, num_gpus, object_store_mb, dashboard=True):
 
 
 RUN_TASK = "_Worker.run"
-_ACTIVE = ("PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "PENDING_OBJ_STORE_MEM_AVAIL",
-           "PENDING_ARGS_FETCH", "SUBMITTED_TO_WORKER", "PENDING_ACTOR_TASK_ARGS_FETCH",
-           "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY", "RUNNING", "RUNNING_IN_RAY_GET", "RUNNING_IN_RAY_WAIT")
+_ENDED = ("FINISHED", "FAILED")     # Ray's terminal task states; every other one is on its way
 
 
-def ray_task_summary(address=None, wait_s=10.0, limit=10000) -> str:
+def ray_task_summary(address=None, wait_s=30.0, limit=10000) -> str:
     """Ray's own account of this job's tasks, from its state API (``ray.util.state.list_tasks``,
     served by the dashboard): one row per task name and state with the count and the workers
     (pid and Ray worker id) that ran them. Task events reach Ray's GCS about once a second: waits
-    up to ``wait_s`` for the videos' tasks to leave the running states. Raises when the state API
+    up to ``wait_s`` for the videos' tasks to reach an end state (FINISHED or FAILED). Raises when the state API
     is unavailable (Ray started without its dashboard, or ``ray[default]`` not installed)."""
     import ray
     from ray.util.state import list_tasks
@@ -354,7 +352,7 @@ def ray_task_summary(address=None, wait_s=10.0, limit=10000) -> str:
     while True:
         tasks = [t for t in list_tasks(address=address, filters=[("job_id", "=", job)], limit=limit, timeout=30,
                                        raise_on_missing_output=False) if t.type != "DRIVER_TASK"]
-        if time.time() - t0 > wait_s or not any(t.name == RUN_TASK and t.state in _ACTIVE for t in tasks):
+        if time.time() - t0 > wait_s or all(t.state in _ENDED for t in tasks if t.name == RUN_TASK):
             break
         time.sleep(0.5)
     groups = {}
