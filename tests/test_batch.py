@@ -176,6 +176,7 @@ def resumed(request, clips, tmp_path_factory):
             p.kill()
     k.update(code=p.returncode, ray_left=_wait_gone(tmp))
     shutil.rmtree(tmp, ignore_errors=True)
+    assert os.path.exists(os.path.join(out, "batch_summary.json")), (p.returncode, k.get("stderr", "")[-2000:])
     k["killed_summary"] = json.load(open(os.path.join(out, "batch_summary.json")))
     k["markers"] = sorted(n for n in NAMES if os.path.exists(os.path.join(out, n, DONE)))
     k["partials"] = _partials(out)
