@@ -77,3 +77,20 @@ def tiny_size(monkeypatch):
     from posebert_plug import train
     monkeypatch.setitem(train.MODEL_SIZES, "test-tiny", dict(dim=32, depth=1, heads=2, mlp_dim=64))
     return "test-tiny"
+
+
+def extract_members(archive, names, dest):
+    """Extract the members of a .tar.xz whose paths end with ``names`` into ``dest``, reading the archive
+    as a stream and stopping at the last one found (``tar -x`` with member names and ``getmembers()``
+    both decompress the whole archive: seconds for one small file of these mocap packs)."""
+    import tarfile
+    wanted = set(names)
+    with tarfile.open(archive, "r|xz") as tf:
+        for m in tf:
+            hit = next((n for n in wanted if m.name == n or m.name.endswith("/" + n)), None)
+            if hit is not None:
+                tf.extract(m, dest, filter="data")
+                wanted.discard(hit)
+                if not wanted:
+                    return
+    raise FileNotFoundError(f"{archive}: no member {', '.join(sorted(wanted))}")

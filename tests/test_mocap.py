@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import needs_shared, random_motion, shared_path
+from conftest import extract_members, needs_shared, random_motion, shared_path
 from posebert_plug import load_motion
 from posebert_plug.mocap.bvh import read_bvh, write_bvh
 from posebert_plug.mocap.dataset import MotionCache, build_cache, summary_table
@@ -155,11 +155,10 @@ def test_synthetic_observations_and_perturbations(body):
 @needs_shared
 def test_real_mocap_clips_load(tmp_path):
     """One clip per source from the real archives retargets to a plausible standing body."""
-    import subprocess
     for arch, member in (("bandai-namco-1.tar.xz", "Bandai-Namco-Research-Motiondataset-1/data/dataset-1_walk_normal_001.bvh"),
                          ("cmu-asfamc-01-03.tar.xz", "subjects/02/02_01.amc")):
         members = [member] + (["subjects/02/02.asf"] if member.endswith(".amc") else [])
-        subprocess.run(["tar", "-xJf", shared_path("data", "mocap", arch), "-C", str(tmp_path), *members], check=True)
+        extract_members(shared_path("data", "mocap", arch), members, tmp_path)
         m = load_motion(tmp_path / member)
         assert m.fps == 30 and m.num_frames > 30
         from posebert_plug.body_model import DefaultBodyModel
