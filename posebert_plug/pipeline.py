@@ -137,6 +137,8 @@ class Pipeline:
             W = min(shipped_window(p) for p in (shipped if self.preset == "auto" else [self.preset]))
             if not 0 <= self.predict_ahead < W:
                 raise PipelineError(f"--predict-ahead must lie in 0..{W - 1} (the model's window is {W} frames)", 2)
+        if self.json_arrays not in ("base64", "lists"):
+            raise PipelineError(f"unknown --json-arrays {self.json_arrays!r}; choose base64 or lists", 2)
         unknown = set(self.baselines) - set(BASELINES)
         if unknown:
             raise PipelineError(f"unknown baseline(s) {', '.join(sorted(unknown))}; choose from {', '.join(BASELINES)}", 2)
