@@ -1,4 +1,9 @@
+import atexit
+import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -94,3 +99,108 @@ def extract_members(archive, names, dest):
                 if not wanted:
                     return
     raise FileNotFoundError(f"{archive}: no member {', '.join(sorted(wanted))}")
+
+
+# ---- functions called in a child process with a capped data segment (memory tests) ----------------------
+GB = 1 << 30
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = textwrap.dedent("""
+    import importlib, json, os, resource, sys
+    limit = int(sys.argv[1])
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))   # heap + anonymous maps (not torch's code)
+    replies = os.fdopen(os.dup(1), "w")    # one JSON line per call; what the calls print goes to stderr
+    os.dup2(2, 1)
+
+    def reset_peak():
+        # Linux: writing 5 to clear_refs resets VmHWM to the current RSS: each call's peak is its own
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            return True
+        except OSError:
+            return False
+
+    for line in sys.stdin:
+        module, func, args = json.loads(line)
+        own_peak, value = reset_peak(), None
+        try:
+            value = getattr(importlib.import_module(module), func)(*args)
+            outcome = f"returned {value!r:.100}"
+        except SystemExit as e:
+            outcome = f"exit {e.code}"
+        except BaseException as e:
+            outcome = f"{type(e).__name__}: {e}"
+        # VmHWM: this process's own peak. ru_maxrss is not: Linux carries the parent's high-water mark
+        # over fork+exec, so a large pytest process (Ray, rendering) showed through as the child's peak.
+        hwm = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")]
+        peak = hwm[0] * 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        reply = {"outcome": outcome, "peak_bytes": peak, "reusable": own_peak}
+        try:
+            reply["value"] = json.loads(json.dumps(value))
+        except (TypeError, ValueError):
+            pass
+        replies.write(json.dumps(reply) + "\\n")
+        replies.flush()
+""")
+_workers = {}
+
+
+class BoundedWorker:
+    """A child process whose data segment is capped at ``limit`` bytes (RLIMIT_DATA), calling functions on
+    request. Started once and reused by the memory tests and the fuzz loop: each child start imports torch
+    and the pipeline again, seconds of CPU. VmHWM is reset before each call, so a reported peak is the
+    call's own; a worker that cannot reset it (not Linux) or ran out of memory is not reused."""
+
+    def __init__(self, limit, cwd=ROOT, env=None):
+        import tempfile
+        self.stderr = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen([sys.executable, "-c", WORKER, str(limit)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.stderr, text=True, cwd=cwd, env=env)
+
+    def call(self, module, func, args, timeout=300):
+        """-> {"outcome": "returned ..." | "exit N" | "ExceptionName: message", "peak_bytes", "value"?}"""
+        import select
+        self.proc.stdin.write(json.dumps([module, func, list(args)]) + "\n")
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            self.close()
+            self.stderr.seek(0)
+            raise AssertionError(f"the bounded child died or hung (exit {self.proc.returncode}): "
+                                 f"{self.stderr.read()[-3000:]}")
+        return json.loads(line)
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def bounded_worker(limit=2 * GB, fresh=False, **spawn):
+    """The shared worker for ``limit`` (``fresh``: a new one, started with ``spawn``: cwd, env)."""
+    if fresh or limit not in _workers:
+        if limit in _workers:
+            _workers.pop(limit).close()
+        _workers[limit] = BoundedWorker(limit, **spawn)
+    return _workers[limit]
+
+
+def bounded_call(module, func, *args, limit=2 * GB, timeout=300):
+    out = bounded_worker(limit).call(module, func, args, timeout)
+    if not out["reusable"] or "MemoryError" in out["outcome"]:
+        _workers.pop(limit).close()
+    return out
+
+
+def run_bounded(module, func, *args, limit=2 * GB):
+    """Call module.func(*args) in a child process whose data segment is capped at ``limit``;
+    returns (outcome line, peak resident bytes of the child during the call)."""
+    out = bounded_call(module, func, *args, limit=limit)
+    return out["outcome"], out["peak_bytes"]
+
+
+@atexit.register
+def _stop_bounded_workers():
+    for w in _workers.values():
+        w.close()
+    _workers.clear()

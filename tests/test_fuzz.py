@@ -20,13 +20,9 @@ in well under two minutes on a 2-core CPU.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
-import subprocess
-import sys
-import textwrap
 import warnings
 import zipfile
 import zlib
@@ -308,40 +304,35 @@ def fuzz_case(name, workdir, byte_examples=BYTE_EXAMPLES, structure_examples=STR
 
 
 # ---- the loop in a memory-capped child process ----------------------------------------------------------
-CHILD = textwrap.dedent("""
-    import json, os, resource, sys, time, traceback
-    limit, work = int(sys.argv[1]), sys.argv[2]
-    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))   # heap + anonymous maps
-    sys.path.insert(0, sys.argv[3])
-    import test_fuzz
+def fuzz_cases(names, workdir):
+    """Both fuzzers on each of ``names``: {name: fuzz_case's counts, ok, seconds} (or ok False, error)."""
+    import time
+    import traceback
     results = {}
-    for name in sys.argv[4:]:
+    for name in names:
         t = time.time()
         try:
-            results[name] = dict(test_fuzz.fuzz_case(name, work), ok=True)
+            results[name] = dict(fuzz_case(name, workdir), ok=True)
         except BaseException as e:
             results[name] = {"ok": False, "error": "".join(traceback.format_exception(e))[-6000:]}
         results[name]["seconds"] = round(time.time() - t, 1)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print("RESULTS " + json.dumps({"results": results, "peak_bytes": peak}))
-""")
+    return results
 
 
 def run_fuzz_child(names, tmp, limit=MEMORY_LIMIT):
-    """Fuzz ``names`` in a child capped at ``limit`` bytes of data; its cwd and TMPDIR are empty folders
-    that must stay empty. Returns (per-format results, peak RSS, leftovers)."""
+    """Fuzz ``names`` in a fresh child capped at ``limit`` bytes of data; its cwd and TMPDIR are empty folders
+    that must stay empty. Returns (per-format results, peak RSS, leftovers). The child is conftest's bounded
+    worker: the memory tests after this one reuse it instead of importing everything again."""
+    from conftest import bounded_worker
     cwd, tmpdir, work, own = (os.path.join(tmp, n) for n in ("cwd", "tmp", "work", "hypothesis"))
     for d in (cwd, tmpdir, work):
         os.makedirs(d)
     env = dict(os.environ, TMPDIR=tmpdir, HYPOTHESIS_STORAGE_DIRECTORY=own,   # hypothesis's own cache: not ours
                PYTHONPATH=os.pathsep.join([ROOT, TESTS, os.environ.get("PYTHONPATH", "")]))
-    r = subprocess.run([sys.executable, "-c", CHILD, str(limit), work, TESTS, *names], capture_output=True,
-                       text=True, timeout=600, cwd=cwd, env=env)
-    lines = [x for x in r.stdout.splitlines() if x.startswith("RESULTS ")]
-    assert lines, f"the fuzz child died (exit {r.returncode}): {r.stderr[-3000:]}"
-    out = json.loads(lines[-1][len("RESULTS "):])
+    out = bounded_worker(limit, fresh=True, cwd=cwd, env=env).call("test_fuzz", "fuzz_cases", [names, work], timeout=600)
+    assert "value" in out, f"the fuzz child failed: {out['outcome']}"
     leftovers = _listing(cwd) + _listing(tmpdir) + _listing(work)
-    return out["results"], out["peak_bytes"], leftovers
+    return out["value"], out["peak_bytes"], leftovers
 
 
 @pytest.fixture(scope="module")
@@ -598,7 +589,7 @@ def test_without_a_declared_frame_count_the_duration_bounds_frame_numbers(tmp_pa
 
 def test_memory_a_huge_frame_id_with_an_mkv_video_stays_under_2_gb(tmp_path):
     from fixtures_estimators import vibe_output
-    from test_hardening import run_bounded
+    from conftest import run_bounded
     video = _mkv(tmp_path / "clip.mkv", frames=8, size=(W // 4, H // 4))
     vibe_output(tmp_path / "v.pkl", {1: ([0, 1, 2, 3, 4, 5, 9_999_999], 40.0)})
     outcome, peak = run_bounded("posebert_plug.cli", "refine_main", [video, "--estimator", "vibe", "--estimator-output",

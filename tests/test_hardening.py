@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from conftest import run_bounded
 from adapters.safe_load import MAX_ARRAY_BYTES, UnsafeFileError, safe_joblib_load, safe_pickle_load
 from posebert_plug.body_model import BodyModelNotFound, load_body_model
 from posebert_plug.hand_model import load_hand_model
@@ -448,35 +449,6 @@ def test_nan_betas_are_written_as_the_default_shape_with_a_warning(tmp_path, gre
 
 
 # ---- 7. memory bounds ------------------------------------------------------------------------------
-CHILD = textwrap.dedent("""
-    import importlib, json, resource, sys
-    limit = int(sys.argv[1])
-    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))   # heap + anonymous maps (not torch's code)
-    module, func, args = json.loads(sys.argv[2])
-    try:
-        outcome = f"returned {getattr(importlib.import_module(module), func)(*args)!r:.100}"
-    except SystemExit as e:
-        outcome = f"exit {e.code}"
-    except BaseException as e:
-        outcome = f"{type(e).__name__}: {e}"
-    # VmHWM: this process's own peak. ru_maxrss is not: Linux carries the parent's high-water mark
-    # over fork+exec, so a large pytest process (Ray, rendering) showed through as the child's peak.
-    hwm = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")]
-    peak = hwm[0] * 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"outcome": outcome, "peak_bytes": peak}))
-""")
-
-
-def run_bounded(module, func, *args, limit=2 * GB):
-    """Call module.func(*args) in a child process whose data segment is capped at ``limit``;
-    returns (outcome line, peak resident bytes of the child)."""
-    r = subprocess.run([sys.executable, "-c", CHILD, str(limit), json.dumps([module, func, list(args)])],
-                       capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert r.stdout.strip(), r.stderr[-2000:]
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    return out["outcome"], out["peak_bytes"]
-
-
 def test_memory_a_45_byte_pickle_cannot_allocate(tmp_path):
     p = tmp_path / "res.pk"
     p.write_bytes(CRAFTED["list(range(5e7))"])
