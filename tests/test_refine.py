@@ -4,7 +4,7 @@ import pytest
 import roma
 import torch
 
-from conftest import needs_shared, random_motion, shared_path
+from conftest import extract_members, needs_shared, random_motion, shared_path
 from posebert_plug import baselines as B
 from posebert_plug import metrics as M
 from posebert_plug.refine import ConfidencePolicy, OnlineRefiner, complete_motion, encode_track, predict_future, \
@@ -52,11 +52,9 @@ def test_h36m_keypoints_use_the_shipped_kp3d_preset(body, tmp_path):
     """3D H36M-17 keypoints of a held-out CMU clip (subject 03, the validation split) go to kp3d-h36m17
     (shipped); with every fifth frame missing, the refined body's keypoints stay near the input's,
     much nearer than the rest pose with the true root orientation."""
-    import subprocess
     from posebert_plug import load_motion
     members = ["subjects/03/03_01.amc", "subjects/03/03.asf"]
-    subprocess.run(["tar", "-xJf", shared_path("data", "mocap", "cmu-asfamc-01-03.tar.xz"), "-C", str(tmp_path),
-                    *members], check=True)
+    extract_members(shared_path("data", "mocap", "cmu-asfamc-01-03.tar.xz"), members, tmp_path)
     m = load_motion(tmp_path / members[0])
     R = m.rotmats[:90].astype(np.float32).copy()
     R[:, 0] = np.diag([1.0, -1, -1]) @ R[:, 0]            # Y-up world -> camera frame, facing the camera
