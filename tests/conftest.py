@@ -160,15 +160,23 @@ class BoundedWorker:
     def call(self, module, func, args, timeout=300):
         """-> {"outcome": "returned ..." | "exit N" | "ExceptionName: message", "peak_bytes", "value"?}"""
         import select
-        self.proc.stdin.write(json.dumps([module, func, list(args)]) + "\n")
-        self.proc.stdin.flush()
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline() if ready else ""
+        ready, line = True, ""
+        try:
+            self.proc.stdin.write(json.dumps([module, func, list(args)]) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:    # it died after its last answer
+            pass
+        else:
+            ready = bool(select.select([self.proc.stdout], [], [], timeout)[0])
+            line = self.proc.stdout.readline() if ready else ""
         if not line:
+            try:
+                status = self.proc.wait(timeout=10) if ready else "hung: no answer in time"
+            except subprocess.TimeoutExpired:
+                status = "closed its output"
             self.close()
             self.stderr.seek(0)
-            raise AssertionError(f"the bounded child died or hung (exit {self.proc.returncode}): "
-                                 f"{self.stderr.read()[-3000:]}")
+            raise AssertionError(f"the bounded child failed ({status}): {self.stderr.read()[-3000:]}")
         return json.loads(line)
 
     def close(self):
@@ -185,8 +193,14 @@ def bounded_worker(limit=2 * GB, fresh=False, **spawn):
     return _workers[limit]
 
 
-def bounded_call(module, func, *args, limit=2 * GB, timeout=300):
-    out = bounded_worker(limit).call(module, func, args, timeout)
+def bounded_call(module, func, *args, limit=2 * GB, timeout=300, fresh=False, **spawn):
+    """module.func(*args) in the bounded worker for ``limit`` (see BoundedWorker.call)."""
+    worker = bounded_worker(limit, fresh, **spawn)
+    try:
+        out = worker.call(module, func, args, timeout)
+    finally:
+        if _workers.get(limit) is worker and worker.proc.poll() is not None:
+            del _workers[limit]              # died: the next call starts a fresh one
     if not out["reusable"] or "MemoryError" in out["outcome"]:
         _workers.pop(limit).close()
     return out

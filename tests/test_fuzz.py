@@ -323,13 +323,13 @@ def run_fuzz_child(names, tmp, limit=MEMORY_LIMIT):
     """Fuzz ``names`` in a fresh child capped at ``limit`` bytes of data; its cwd and TMPDIR are empty folders
     that must stay empty. Returns (per-format results, peak RSS, leftovers). The child is conftest's bounded
     worker: the memory tests after this one reuse it instead of importing everything again."""
-    from conftest import bounded_worker
+    from conftest import bounded_call
     cwd, tmpdir, work, own = (os.path.join(tmp, n) for n in ("cwd", "tmp", "work", "hypothesis"))
     for d in (cwd, tmpdir, work):
         os.makedirs(d)
     env = dict(os.environ, TMPDIR=tmpdir, HYPOTHESIS_STORAGE_DIRECTORY=own,   # hypothesis's own cache: not ours
                PYTHONPATH=os.pathsep.join([ROOT, TESTS, os.environ.get("PYTHONPATH", "")]))
-    out = bounded_worker(limit, fresh=True, cwd=cwd, env=env).call("test_fuzz", "fuzz_cases", [names, work], timeout=600)
+    out = bounded_call("test_fuzz", "fuzz_cases", names, work, limit=limit, timeout=600, fresh=True, cwd=cwd, env=env)
     assert "value" in out, f"the fuzz child failed: {out['outcome']}"
     leftovers = _listing(cwd) + _listing(tmpdir) + _listing(work)
     return out["value"], out["peak_bytes"], leftovers
