@@ -2,26 +2,30 @@
 
     python bench/realvideo.py                       # vtest.avi + compilations; table -> bench/results/realvideo.md
     python bench/realvideo.py --clips comp1 --cache /tmp/realvideo   # one clip, detections cached
+    python bench/realvideo.py --imgsz 768 --estimator mediapipe --out /tmp/mp.md   # MediaPipe Pose (33 landmarks)
 
 Clips: the full ``../shared/data/video/vtest.avi`` (795 frames of pedestrians seen from a
 raised camera, 10 fps) and compilations cut from real videos with known cut frames
 (``posebert_plug.cuts.write_compilation``): segments of vtest.avi (plain, mirrored,
 zoomed, reversed) and of ``examples/hand_clip.mp4`` (a hand close-up: no person), so
 every cut is a hard cut; ``hand`` is the hand clip alone (no person: the run must not
-crash). YOLO11n-pose runs once per clip (at the pipeline's default size) and its
-detections are cached (``--cache``); cuts, tracking, evidence, PoseBERT, the 2D fit and
+crash). YOLO11n-pose runs once per clip (at the pipeline's default size, or ``--imgsz``)
+and its detections are cached (``--cache``); with ``--estimator mediapipe``, MediaPipe Pose
+runs on crops around those YOLO people (as ``posebert-refine --estimator mediapipe``),
+cached too; cuts, tracking, evidence, PoseBERT, the 2D fit and
 the baselines run as ``posebert-refine`` runs them (``Pipeline``'s stages).
 
 Per clip:
 - tracks spanning a cut: output tracks holding both frames c - 1 and c of a known cut c;
-- ghost frames: output frames whose projected body is more than twice its detection box
-  height (the box interpolated in gaps) or lies outside the frame (the gate in
+- ghost frames: output frames whose projected body is, within the frame, more than twice its
+  detection box height (the box interpolated in gaps) or lies outside the frame (the gate in
   ``pipeline_outputs`` hides and reports them: counted here before hiding);
 - 2D reprojection error (px): per observed frame the median distance between the projected
-  COCO-17 keypoints of the body and the detected keypoints of confidence >= 0.5; the
-  median over frames, for the input (the per-frame body: ``kp2d-coco17`` on one frame at a
-  time, fitted to that frame's keypoints), Savitzky-Golay of that body (rotations and
-  translation, window 31, order 2) and PoseBERT (+ the 2D fit);
+  keypoints of the body (in the detector's layout: COCO-17, or MediaPipe-33) and the detected
+  keypoints of confidence >= 0.5; the median over frames, for the input (the per-frame body: the
+  track's preset, ``kp2d-coco17`` or ``kp3d-mediapipe33``, on one frame at a time, fitted to that
+  frame's keypoints), Savitzky-Golay of that body (rotations and translation, window 31, order 2)
+  and PoseBERT (+ the 2D fit);
 - acceleration (px/frame^2): mean over keypoints (confidence >= 0.5) seen at three
   consecutive frames, of the detected keypoints (input), SG's and PoseBERT's projections;
   ``worst PB/input`` is the largest ratio over tracks (<= 1: never worse than the input);
@@ -96,17 +100,71 @@ def detections(path, video, cache_folder, imgsz=None):
     return frames, dt
 
 
+def mediapipe_detections(path, video, cache_folder, imgsz=None):
+    """``--estimator mediapipe`` as posebert-refine runs it (MediaPipe Pose on square crops, upscaled to
+    384, around YOLO's people: ``adapters.mediapipe_adapter``), on the cached YOLO boxes, cached as JSON.
+    Returns (frames, seconds of MediaPipe or None when cached)."""
+    from adapters.mediapipe_adapter import _crop
+    from adapters.video import iter_frames
+    from posebert_plug.pipeline import detector_size
+    size = detector_size(video, imgsz)
+    cache = os.path.join(cache_folder, os.path.basename(path) + f".mediapipe{size}.json")
+
+    def det(d):
+        return Detection(d["frame"], score=d["score"], kp2d=np.array(d["kp2d"]), kp2d_conf=np.array(d["conf"]),
+                         layout2d="mediapipe33", kp3d=None if d["kp3d"] is None else np.array(d["kp3d"]),
+                         layout3d=None if d["kp3d"] is None else "mediapipe33", kp3d_root_relative=True)
+    if os.path.exists(cache):
+        with open(cache) as f:
+            return [FrameDetections(i, [det(d) for d in dets]) for i, dets in enumerate(json.load(f))], None
+    import mediapipe as mp
+    yolo, _ = detections(path, video, cache_folder, imgsz)
+    t = time.time()
+    rows = []
+    with mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, min_detection_confidence=0.3) as pose:
+        for idx, im in iter_frames(path):
+            out = []
+            for d in (yolo[idx].detections if idx < len(yolo) else []):
+                x1, y1, x2, y2 = d.box
+                side = max(x2 - x1, y2 - y1) * 1.4
+                cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+                box = (int(cx - side / 2), int(cy - side / 2), int(side), int(side))
+                r = pose.process(_crop(im, box, 384))
+                if r.pose_landmarks is None:
+                    continue
+                x0, y0, w, h = box
+                lm = np.array([[x0 + q.x * w, y0 + q.y * h, q.visibility] for q in r.pose_landmarks.landmark])
+                wl = r.pose_world_landmarks
+                k3 = [[q.x, q.y, q.z] for q in wl.landmark] if wl is not None else None
+                out.append({"frame": idx, "score": float(np.clip(lm[:, 2].mean(), 0, 1)), "kp2d": lm[:, :2].tolist(),
+                            "conf": np.clip(lm[:, 2], 0, 1).tolist(), "kp3d": k3})
+            rows.append(out)
+    dt = time.time() - t
+    with open(cache, "w") as f:
+        json.dump(rows, f)
+    return [FrameDetections(i, [det(d) for d in dets]) for i, dets in enumerate(rows)], dt
+
+
 def spans_cut(r, cuts) -> bool:
     f = set(int(x) for x in r.frames)
     return any((c - 1) in f and c in f for c in cuts)
 
 
-def coco_px(body, rotmats, transl, video):
+def keypoints_px(body, rotmats, transl, video, layout="coco17"):
     import torch
     from posebert_plug.pipeline_outputs import _project
     kp = body.pose_keypoints(torch.as_tensor(np.asarray(rotmats)).float(), torch.as_tensor(np.asarray(transl)).float(),
-                             "coco17").numpy()
+                             layout).numpy()
     return _project(kp, video)
+
+
+def per_frame_bodies(p, tracks):
+    """The input as a body frame by frame for every track (``Pipeline.per_frame_bodies`` for tracks with 3D
+    keypoints too): the track's own preset on one frame at a time, fitted to that frame's 2D keypoints."""
+    from posebert_plug.refine import refine_tracks
+    out = refine_tracks(tracks, window=1, stride=1, refiner=p.get_refiner(), dropped=[],
+                        fit_options={"w_smooth": 0.0, "knot_seconds": 0.0, "limit_acceleration": False})
+    return {r.track_id: (r.rotmats, r.transl) for r in out}
 
 
 def evaluate_clip(name, args):
@@ -116,8 +174,9 @@ def evaluate_clip(name, args):
     from posebert_plug.pipeline_outputs import ghost_frames
     path, known = clip_path(name, args.cache)
     video = probe(path)
-    frames, t_det = detections(path, video, args.cache)
-    p = Pipeline(estimator="yolo", progress=False)
+    get = mediapipe_detections if args.estimator == "mediapipe" else detections
+    frames, t_det = get(path, video, args.cache, args.imgsz)
+    p = Pipeline(estimator=args.estimator, progress=False)
     p.warnings, p.dropped, p.split = [], [], []
     tm = {"detect": t_det}
     t = time.time()
@@ -132,7 +191,9 @@ def evaluate_clip(name, args):
     refined = p.refine(tracks, video) if tracks else []
     tm["refine+fit"] = time.time() - t
     t = time.time()
-    base = p.baseline([t_ for t_ in tracks if t_.track_id in {r.track_id for r in refined}], video) if refined else {}
+    kept = [t_ for t_ in tracks if t_.track_id in {r.track_id for r in refined}]
+    base = p.baseline(kept, video, per_frame=per_frame_bodies(p, kept) if args.estimator == "mediapipe" else None) \
+        if refined else {}
     tm["baselines"] = time.time() - t
     body = p.body_model()
     n = len(frames)
@@ -145,6 +206,7 @@ def evaluate_clip(name, args):
     err = {"input": [], "SG": [], "PoseBERT": []}
     acc = {"input": [], "SG": [], "PoseBERT": []}
     worst = 0.0
+    per_track = []
     for r in refined:
         tr = tr_by[r.track_id]
         ghosts += int(ghost_frames(r, tr, video).sum())
@@ -152,13 +214,13 @@ def evaluate_clip(name, args):
             continue
         uv, conf = tr.kp2d, np.nan_to_num(tr.kp2d_conf)
         valid = (conf >= 0.5) & tr.observed[:, None]
-        ours = coco_px(body, r.rotmats, r.transl, video)
+        ours = keypoints_px(body, r.rotmats, r.transl, video, tr.layout2d)
         b = base.get(r.track_id, {})
         outs = {"PoseBERT": ours}
         if "input_rotmats" in b:
-            outs["input"] = coco_px(body, b["input_rotmats"], b["input_transl"], video)
+            outs["input"] = keypoints_px(body, b["input_rotmats"], b["input_transl"], video, tr.layout2d)
         if "rotmats" in b:
-            outs["SG"] = coco_px(body, b["rotmats"], b["transl"], video)
+            outs["SG"] = keypoints_px(body, b["rotmats"], b["transl"], video, tr.layout2d)
         for k, kp in outs.items():
             err[k].append(reprojection_error_px(kp, uv, conf, tr.observed))
         a_in = acceleration_px(uv, valid)
@@ -168,6 +230,10 @@ def evaluate_clip(name, args):
                 acc[k].append(acceleration_px(outs[k], valid))
         if np.isfinite(a_in) and a_in > 0:
             worst = max(worst, acceleration_px(ours, valid) / a_in)
+        per_track.append({"id": int(r.track_id), "observed": int(tr.observed.sum()),
+                          **{f"reproj {k}": float(np.nanmedian(e[-1])) if np.isfinite(e[-1]).any() else None
+                             for k, e in err.items() if k in outs},
+                          "accel input": a_in, "accel PoseBERT": acceleration_px(ours, valid)})
     row["ghost frames"] = ghosts
     for k in err:
         e = np.concatenate(err[k]) if err[k] else np.zeros(0)
@@ -175,6 +241,8 @@ def evaluate_clip(name, args):
         a = np.array(acc[k], float)
         row[f"accel {k}"] = float(np.nanmean(a)) if np.isfinite(a).any() else float("nan")
     row["worst PB/input accel"] = worst
+    row["estimator"] = args.estimator
+    row["tracks"] = per_track
     return row
 
 
@@ -184,6 +252,10 @@ def main(argv=None):
     ap.add_argument("--cache", default=os.path.join(ROOT, "cache", "realvideo"),
                     help="folder for the compilations and the cached detections")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "realvideo.md"))
+    ap.add_argument("--estimator", choices=["yolo", "mediapipe"], default="yolo",
+                    help="yolo: YOLO11n-pose (COCO-17 2D); mediapipe: MediaPipe Pose (33 landmarks, 2D + world 3D) "
+                         "on crops around YOLO's people, as posebert-refine --estimator mediapipe")
+    ap.add_argument("--imgsz", type=int, default=None, help="YOLO's size (default: the pipeline's for the video)")
     args = ap.parse_args(argv)
     if not os.path.exists(VTEST):
         print(f"{VTEST} is absent: the real clips need ../shared", file=sys.stderr)
@@ -193,7 +265,8 @@ def main(argv=None):
     for name in args.clips:
         print(f"clip {name} ...", flush=True)
         rows.append(evaluate_clip(name, args))
-        print(json.dumps(rows[-1]), flush=True)
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "tracks"}), flush=True)
+        print(json.dumps(rows[-1]["tracks"]), flush=True)
     lines = ["| clip | frames | cuts known / found | tracks spanning a cut | ghost frames | people (tracked, dropped, split) "
              "| reproj. px input / SG / PoseBERT | accel px/f² input / SG / PoseBERT | worst PB/input accel |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -211,8 +284,8 @@ def main(argv=None):
     text = "\n".join(lines)
     print(text)
     with open(args.out, "w") as fh:
-        fh.write("### real footage (bench/realvideo.py; YOLO11n-pose at the default size, 2-core CPU shared with "
-                 "other jobs)\n\n" + text + "\n")
+        fh.write(f"### real footage (bench/realvideo.py --estimator {args.estimator}; YOLO11n-pose at "
+                 f"{args.imgsz or 'the default size'}, 2-core CPU shared with other jobs)\n\n" + text + "\n")
     return 0
 
 

@@ -142,9 +142,11 @@ def _boxes_over(r, track):
 
 
 def ghost_frames(r, track, video) -> np.ndarray:
-    """(N,) bool: frames whose projected body (SMPL-24 joints, hands: hand joints) is more than
-    ``GHOST_HEIGHT_RATIO`` times taller than the track's detection box there (interpolated in gaps),
-    or lies entirely outside the frame: a mesh there would not be on the person."""
+    """(N,) bool: frames whose projected body (SMPL-24 joints, hands: hand joints) is, within the frame,
+    more than ``GHOST_HEIGHT_RATIO`` times taller than the track's detection box there (interpolated in
+    gaps), or lies entirely outside the frame: a mesh there would not be on the person. The body is
+    measured inside the frame as the box is: a person cut off by the frame's edge has a box of their
+    visible part only, and their whole body is rightly taller than it."""
     uv = _project(np.asarray(r.joints, np.float64), video)
     bad = ~np.isfinite(uv).all((1, 2))
     uv = np.nan_to_num(uv)
@@ -153,8 +155,9 @@ def ghost_frames(r, track, video) -> np.ndarray:
     outside = (x1 < 0) | (x0 > video.width) | (y1 < 0) | (y0 > video.height)
     box = _boxes_over(r, track)
     h = box[:, 3] - box[:, 1]
+    seen = np.clip(y1, 0, video.height) - np.clip(y0, 0, video.height)
     with np.errstate(invalid="ignore"):
-        tall = np.isfinite(h) & (y1 - y0 > GHOST_HEIGHT_RATIO * np.maximum(h, 1.0))
+        tall = np.isfinite(h) & (seen > GHOST_HEIGHT_RATIO * np.maximum(h, 1.0))
     if getattr(r, "side", None):   # hands: a hand box is the hand; keep only the outside test
         tall[:] = False
     return bad | outside | tall

@@ -6,9 +6,9 @@ the tracks and the video's shot cuts and returns what PoseBERT should refine:
 1. every track is split at shot cuts (the pieces are different shots: another
    person, or nobody);
 2. *usable* frames are the observed frames the refiner would use (detection
-   score >= ``min_frame_score``; with 2D keypoints at least ``min_visible_joints``
-   keypoints of confidence >= ``min_joint_conf``: the defaults of
-   :class:`posebert_plug.ConfidencePolicy`); a track is split at every run of
+   score >= ``min_frame_score``; with 2D keypoints, unless the track has SMPL rotations,
+   at least ``min_visible_joints`` keypoints of confidence >= ``min_joint_conf`` inside
+   the frame: the defaults of :class:`posebert_plug.ConfidencePolicy`); a track is split at every run of
    more than ``max_fill_frames`` frames without a usable frame (default: one second
    of video, ``max_fill_seconds``), and each piece is trimmed to its first and last
    usable frames, so nothing is extrapolated past the evidence;
@@ -64,9 +64,14 @@ def usable_frames(t: Track, cfg: EvidenceConfig | None = None) -> np.ndarray:
     """(N,) bool: observed frames with enough confidence to be refined."""
     cfg = cfg or EvidenceConfig()
     ok = t.observed & (np.nan_to_num(t.scores, nan=1.0) >= cfg.min_frame_score)
-    if t.kp2d is not None and t.kp3d is None and t.rotmats is None:
+    if t.kp2d is not None and t.rotmats is None:
         conf = np.nan_to_num(t.kp2d_conf) * np.isfinite(t.kp2d).all(-1)
-        ok &= (conf >= cfg.min_joint_conf).sum(-1) >= min(cfg.min_visible_joints, t.kp2d.shape[1])
+        seen = conf >= cfg.min_joint_conf
+        v = t.video
+        if v is not None and v.width and v.height:   # in the image: MediaPipe places landmarks beside the
+            x, y = t.kp2d[..., 0], t.kp2d[..., 1]     # frame for a person leaving it (a detection of nobody here)
+            seen &= (x >= 0) & (x <= v.width) & (y >= 0) & (y <= v.height)
+        ok &= seen.sum(-1) >= min(cfg.min_visible_joints, t.kp2d.shape[1])
     return ok
 
 
@@ -88,7 +93,7 @@ def vet_tracks(tracks, video: VideoInfo, cuts=(), config: EvidenceConfig | None 
         if not ok.any():
             dropped.append({"id": int(t.track_id), "reason": "no usable observation (all frames missing or below "
                             f"the confidence thresholds: score < {cfg.min_frame_score} or fewer than "
-                            f"{cfg.min_visible_joints} keypoints of confidence >= {cfg.min_joint_conf})"})
+                            f"{cfg.min_visible_joints} keypoints of confidence >= {cfg.min_joint_conf} in the frame)"})
             continue
         pieces, why = [], []
         for shot_k, shot in enumerate(split_at_cuts(t.frames, cuts)):
