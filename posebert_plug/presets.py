@@ -97,6 +97,11 @@ class Preset:
         """PoseBERT's constructor arguments for this preset (``size``: a key of :data:`MODEL_SIZES`)."""
         return dict(in_dim=self.in_dim, num_joints=self.num_joints, **MODEL_SIZES[size])
 
+    def accepts(self, track) -> bool:
+        """Whether a track carries this preset's input (``refine.choose_preset`` asks the shipped
+        presets in the order SMPL > 3D keypoints > 2D keypoints)."""
+        raise NotImplementedError
+
     def encode(self, track, body, policy, f_norm: float, bones=None) -> tuple:
         """A track -> (x (N, in_dim) tensor, usable (N,) bool array: frames whose input is complete
         and plausible). ``body``: the preset's prior body; ``policy``: a ConfidencePolicy;
@@ -122,6 +127,9 @@ class SmplPreset(Preset):
     def model_kwargs(self, size: str = "cpu") -> dict:
         # every frame starts from a robust smoothing of the input, as the shipped model
         return {**super().model_kwargs(size), "init_from_input": (0, 144), "init_masked": "smooth"}
+
+    def accepts(self, track) -> bool:
+        return track.rotmats is not None
 
     def encode(self, track, body, policy, f_norm, bones=None):
         if track.rotmats is None:
@@ -191,6 +199,9 @@ class Kp3dPreset(_KeypointPreset):
         K = self.num_keypoints
         return {**super().model_kwargs(size), "init_root_from": (3 * K, 3 * K + 6), "init_masked": "smooth"}
 
+    def accepts(self, track) -> bool:
+        return track.kp3d is not None and track.layout3d == self.layout
+
     def encode(self, track, body, policy, f_norm, bones=None):
         from .camera import pixels_to_norm
         from .skeletons import get_skeleton
@@ -242,6 +253,17 @@ class Kp2dPreset(_KeypointPreset):
     @property
     def in_dim(self) -> int:
         return 3 * self.num_keypoints
+
+    def accepts(self, track) -> bool:
+        """2D keypoints in a layout that contains every joint of this preset's layout."""
+        from .skeletons import get_skeleton, mapping
+        if track.kp2d is None:
+            return False
+        try:
+            mapping(track.layout2d, self.layout)
+        except ValueError:
+            return False
+        return set(get_skeleton(self.layout).joints) <= set(get_skeleton(track.layout2d).joints)
 
     def encode(self, track, body, policy, f_norm, bones=None):
         from .camera import pixels_to_norm

@@ -50,29 +50,20 @@ class ConfidencePolicy:
 
 
 def choose_preset(track: Track) -> str:
-    """SMPL rotations > 3D keypoints > 2D keypoints (among the presets with shipped weights)."""
-    from .presets import shipped_presets
-    shipped = shipped_presets()
-    if track.rotmats is not None:
-        return "smpl"
-    if track.layout3d == "hand21" or track.layout2d == "hand21":
-        if track.kp3d is None:
-            raise ValueError(f"track {track.track_id}: hand tracks need 3D keypoints (hand21, e.g. MediaPipe Hands "
-                             "world landmarks); 2D-only hands have no preset")
-        return "kp3d-hand21"
-    if track.kp3d is not None and track.layout3d in ("h36m17", "mediapipe33") and f"kp3d-{track.layout3d}" in shipped:
-        return f"kp3d-{track.layout3d}"
-    if track.kp2d is not None:
-        try:
-            mapping(track.layout2d, "coco17")
-        except ValueError:
-            pass
-        else:
-            if set(get_skeleton("coco17").joints) <= set(get_skeleton(track.layout2d).joints):
-                return "kp2d-coco17"
-    raise ValueError(f"track {track.track_id}: no input PoseBERT can use (needs SMPL rotations, H36M-17 or "
-                     f"MediaPipe-33 3D keypoints, or 2D keypoints containing COCO-17; got 2D layout "
-                     f"{track.layout2d}, 3D layout {track.layout3d})")
+    """The first shipped preset whose input the track carries (:meth:`Preset.accepts`), SMPL rotations >
+    3D keypoints > 2D keypoints: a new preset takes part once its weights ship."""
+    from .presets import PRESETS, shipped_presets
+    shipped = [PRESETS[n] for n in shipped_presets() if n in PRESETS]
+    if (track.layout3d == "hand21" or track.layout2d == "hand21") and track.kp3d is None:
+        raise ValueError(f"track {track.track_id}: hand tracks need 3D keypoints (hand21, e.g. MediaPipe Hands "
+                         "world landmarks); 2D-only hands have no preset")
+    for kind in ("smpl", "kp3d", "kp2d"):
+        for p in shipped:
+            if p.kind == kind and p.accepts(track):
+                return p.name
+    raise ValueError(f"track {track.track_id}: no input PoseBERT can use (needs SMPL rotations, 3D keypoints in "
+                     f"a layout of {', '.join(p.layout for p in shipped if p.kind == 'kp3d')}, or 2D keypoints "
+                     f"containing COCO-17; got 2D layout {track.layout2d}, 3D layout {track.layout3d})")
 
 
 def encode_track(track: Track, preset, body, policy: ConfidencePolicy, bones=None) -> tuple:
@@ -569,16 +560,19 @@ def mirror_x(R, transl):
 
 
 def align_translation_2d(R, transl, track: Track, observed, body, f_norm, layout, smooth: int = 9,
-                         min_conf: float = 0.2, order: int = 1):
+                         min_conf: float = 0.0, order: int = 1):
     """Root translation (N, 3) whose body keypoints reproject onto the track's 2D keypoints.
 
     Per observed frame, solves f (X_i + tx) - u_i (Z_i + tz) = 0 (and the same for v) in the
-    confidence-weighted least-squares sense over the keypoints of confidence >= ``min_conf``, with
-    (X_i, Y_i, Z_i) the keypoints of the refined pose relative to the root. The correction (fit vs
-    PoseBERT) is taken where the image sees it: root image position (x/z, y/z) and log depth, each
-    smoothed over time and interpolated across filled frames, then turned back into a translation. (A
-    per-axis correction in metres, smoothed, mixes a frame's lateral offset with its neighbours' depth:
-    at a frame edge, where keypoints bunch up and the depth jumps, that moved a body out of the frame.)
+    confidence-weighted least-squares sense over the keypoints of confidence > 0 and >= ``min_conf``, with
+    (X_i, Y_i, Z_i) the keypoints of the refined pose relative to the root. The root is then tracked
+    as the image sees it, image position (x/z, y/z) and log depth: the image position is these per-frame
+    solutions on observed frames (PoseBERT's motion shifted onto them across filled frames), smoothed
+    over time (Savitzky-Golay, ``smooth`` frames, ``order``); the depth, which 2D keypoints say little
+    about, is PoseBERT's with the smoothed correction. (Smoothing the correction of the image position
+    kept PoseBERT's own frame-to-frame jumps, and smoothing a correction in metres mixed a frame's lateral
+    offset with its neighbours' depth: at a frame edge, where clipped keypoints bunch up, that put a
+    body beside the frame: comp2's ghost frame in bench/realvideo.py.)
     """
     from .baselines import filled_savgol, interpolate
     src, dst = mapping(track.layout2d, layout)
@@ -592,7 +586,7 @@ def align_translation_2d(R, transl, track: Track, observed, body, f_norm, layout
     t0 = transl[:n].double().numpy()
     corr = np.full((n, 3), np.nan)
     for i in np.flatnonzero(np.asarray(observed[:n], bool)):
-        w = c[i] >= min_conf
+        w = (c[i] > 0) & (c[i] >= min_conf)
         if w.sum() < 4 or t0[i, 2] <= 0:
             continue
         P, u, wt = rel[i, w], uv[i, w].astype(np.float64), np.sqrt(c[i, w]).astype(np.float64)
@@ -608,12 +602,18 @@ def align_translation_2d(R, transl, track: Track, observed, body, f_norm, layout
     ok = np.isfinite(corr).all(1)
     if not ok.any():
         return transl
-    # the root seen frame by frame; in gaps, PoseBERT's motion shifted onto it; then smoothed
+    # image position: the root seen frame by frame (in gaps, PoseBERT's motion shifted onto it), smoothed;
+    # depth, which 2D sees poorly: PoseBERT's motion with the smoothed correction
     good = t0[:, 2] > 0
     pb = np.column_stack([t0[:, :2] / np.where(good, t0[:, 2], 1.0)[:, None], np.log(np.where(good, t0[:, 2], 1.0))])
-    root = pb + interpolate(corr, ok)
+    corr = interpolate(corr, ok)
     if ok.sum() >= 3:
-        root = filled_savgol(root, window=min(smooth, max(3, ok.sum() // 2 * 2 - 1)), order=order)
+        w = min(smooth, max(3, ok.sum() // 2 * 2 - 1))
+        corr[:, 2] = filled_savgol(corr[:, 2:], window=w, order=order)[:, 0]
+        root = pb + corr
+        root[:, :2] = filled_savgol(root[:, :2], window=w, order=order)
+    else:
+        root = pb + corr
     out = transl.clone()
     z = np.exp(root[:, 2])
     xy = root[:, :2] * z[:, None]

@@ -224,3 +224,88 @@ def test_fit_brings_the_body_onto_the_keypoints_without_adding_jitter(body):
     assert e0 > 15 and e1 < 4, (e0, e1)
     valid = conf >= 0.5
     assert acceleration_px(after, valid) <= acceleration_px(uv, valid)
+
+
+# ---- 2D fit for every input that carries 2D: SMPL estimators' 2D joints, MediaPipe ---------------------
+NOISE = np.random.default_rng(0).normal(0, 2.0, (30, 33, 2))   # a detector's 2 px (a smooth input leaves the
+# acceleration guard no room: the fitted output may never accelerate more than the observed keypoints)
+
+
+def _upright_walk(T=30, seed=3):
+    """A known motion, upright in the camera frame 4 m away (VideoInfo V's camera)."""
+    from conftest import random_motion
+    R, tr = random_motion(T=T, seed=seed)
+    R[:, 0] = np.diag([1.0, -1, -1]) @ R[:, 0]
+    return R, tr + [0.0, -0.2, 4.0]
+
+
+def _px(body, R, tr, layout):
+    from posebert_plug.pipeline_outputs import _project
+    return _project(body.pose_keypoints(torch.as_tensor(R).float(), torch.as_tensor(tr).float(), layout).numpy(), V)
+
+
+def _reproj(body, r, uv, layout):
+    from posebert_plug.fit2d import reprojection_error_px
+    return float(np.nanmedian(reprojection_error_px(_px(body, r.rotmats, r.transl, layout), uv,
+                                                    np.ones(uv.shape[:2]), np.ones(len(uv), bool))))
+
+
+@pytest.mark.parametrize("layout2d", ["coco17", "hybrik29"])
+def test_smpl_track_with_2d_joints_is_fitted_onto_them(body, layout2d):
+    """An SMPL estimator (4D-Humans: COCO-17 2D; HybrIK: its 29 joints, fitted on their SMPL-24 part) whose
+    translation is 12 cm off and whose hips and shoulders are bent, with 2 px noise on its 2D joints: the
+    output lands on them (median error at the noise level)."""
+    import roma
+    from posebert_plug import refine_tracks
+    from posebert_plug.skeletons import mapping
+    R, tr = _upright_walk()
+    fit_layout = "coco17" if layout2d == "coco17" else "smpl24"
+    uv = _px(body, R, tr, fit_layout) + NOISE[:, :24 if fit_layout == "smpl24" else 17]
+    kp = np.zeros((len(R), 29 if layout2d == "hybrik29" else 17, 2))
+    src, dst = mapping(fit_layout, layout2d)
+    kp[:, dst] = uv[:, src]
+    conf = np.zeros(kp.shape[:2])
+    conf[:, dst] = 0.9
+    bend = torch.zeros(len(R), 24, 3, dtype=torch.float64)
+    bend[:, [1, 2, 16, 17], 0] = 0.25
+    R_in = (torch.as_tensor(R) @ roma.rotvec_to_rotmat(bend)).numpy()
+    dets = [Detection(f, score=1.0, rotmats=R_in[f], transl=tr[f] + [0.12, 0.0, 0.0], betas=np.zeros(10),
+                      kp2d=kp[f], kp2d_conf=conf[f], layout2d=layout2d) for f in range(len(R))]
+    t = Track.from_detections(0, dets, V)
+    plain, = refine_tracks([t], fit_2d=False)
+    fitted, = refine_tracks([t])
+    e0, e1 = _reproj(body, plain, uv, fit_layout), _reproj(body, fitted, uv, fit_layout)
+    assert e0 > 10 and e1 < 4, (e0, e1)
+
+
+def test_mediapipe_track_is_fitted_onto_its_2d_landmarks(body):
+    """MediaPipe-like input: world landmarks (hip-centred, from the true pose) and 2D landmarks 6 px right of
+    where the true body projects (+ 2 px noise): the output follows the 2D landmarks."""
+    from posebert_plug import refine_tracks
+    R, tr = _upright_walk()
+    uv = _px(body, R, tr, "mediapipe33") + [6.0, 0.0] + NOISE
+    w = body.pose_keypoints(torch.as_tensor(R).float(), None, "mediapipe33").numpy()
+    w = w - w[:, [23, 24]].mean(1, keepdims=True)                    # hip-centred, as MediaPipe's world landmarks
+    dets = [Detection(f, score=0.9, kp2d=uv[f], kp2d_conf=np.full(33, 0.9), layout2d="mediapipe33", kp3d=w[f],
+                      layout3d="mediapipe33", kp3d_root_relative=True, track_id=0) for f in range(len(R))]
+    t = Track.from_detections(0, dets, V)
+    plain, = refine_tracks([t], fit_2d=False)
+    fitted, = refine_tracks([t])
+    assert fitted.preset == "kp3d-mediapipe33"
+    e0, e1 = _reproj(body, plain, uv, "mediapipe33"), _reproj(body, fitted, uv, "mediapipe33")
+    assert e0 > 15 and e1 < 7.5, (e0, e1)                           # 27.3 -> 5.7 px (noise alone: 2.4)
+
+
+def test_2d_in_a_layout_the_body_does_not_regress_is_not_fitted(body):
+    """OpenPose BODY-25 2D joints beside SMPL rotations: the body has no regressor for them and they are not
+    SMPL-24's joints: refined as without the fit, no error."""
+    from posebert_plug import refine_tracks
+    from posebert_plug.refine import fit_layout_2d
+    R, tr = _upright_walk(T=12)
+    dets = [Detection(f, score=1.0, rotmats=R[f], transl=tr[f], kp2d=np.full((25, 2), 300.0) + f,
+                      kp2d_conf=np.full(25, 0.9), layout2d="body25") for f in range(len(R))]
+    t = Track.from_detections(0, dets, V)
+    assert fit_layout_2d(t, body) is None
+    a, = refine_tracks([t])
+    b, = refine_tracks([t], fit_2d=False)
+    assert np.allclose(a.rotmats, b.rotmats) and np.allclose(a.transl, b.transl)
