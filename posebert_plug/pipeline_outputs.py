@@ -20,7 +20,7 @@ import torch
 
 from .camera import R_CAM, focal_norm, project_px
 from .skeletons import get_skeleton
-from .types import save_tracks
+from .types import RefinedHandTrack, save_tracks
 
 
 
@@ -376,8 +376,8 @@ def render_videos(options: OutputOptions, stage, video_path, video, tracks, refi
             if renderer is not None and meshes:
                 ours = renderer.render(img, meshes, f_px)
             else:
-                ours = _draw_skeletons(img, [(kp, np.ones(len(kp)), "smpl24" if kp.shape[0] == 24 else "hand21",
-                                     track_colour(r.track_id)) for kp, r in skel])
+                ours = _draw_skeletons(img, [(kp, np.ones(len(kp)), "hand21" if isinstance(r, RefinedHandTrack)
+                                              else "smpl24", track_colour(r.track_id)) for kp, r in skel])
             overlay.write(ours)
             if sbs is not None:
                 in_bodies, sg_bodies, skel_in = [], [], []
@@ -399,12 +399,8 @@ def render_videos(options: OutputOptions, stage, video_path, video, tracks, refi
                         in_bodies.append((R_in[j], T_in[j], col))
                     if "rotmats" in s and "transl" in s:
                         sg_bodies.append((s["rotmats"][j], s["transl"][j], col))
-                cells = [_label(_draw_skeletons(img, skel_in), "input: detections"),
-                         _label(draw_bodies(img, in_bodies), "input as a body (per frame)"),
-                         _label(draw_bodies(img, sg_bodies), "Savitzky-Golay of that body"),
-                         _label(ours, "PoseBERT")]
-                cells = [c[:H2, :W2] for c in cells]
-                sbs.write(np.concatenate([np.concatenate(cells[:2], 1), np.concatenate(cells[2:], 1)], 0))
+                sbs.write(side_by_side_frame([_draw_skeletons(img, skel_in), draw_bodies(img, in_bodies),
+                                              draw_bodies(img, sg_bodies), ours], (W2, H2)))
         overlay.close()
         if sbs is not None:
             sbs.close()
@@ -413,6 +409,18 @@ def render_videos(options: OutputOptions, stage, video_path, video, tracks, refi
         if sbs is not None:
             sbs.abort()
         raise
+
+
+SIDE_BY_SIDE = ("input: detections", "input as a body (per frame)", "Savitzky-Golay of that body", "PoseBERT")
+
+
+def side_by_side_frame(panels, size) -> np.ndarray:
+    """One frame of side_by_side.mp4: four full-resolution panels (H, W, 3) uint8, in the order of
+    :data:`SIDE_BY_SIDE` (each labelled so), cut to ``size`` (W, H: even, for the encoder) -> the 2x2
+    grid (2H, 2W, 3)."""
+    W, H = size
+    cells = [_label(p, name)[:H, :W] for p, name in zip(panels, SIDE_BY_SIDE)]
+    return np.concatenate([np.concatenate(cells[:2], 1), np.concatenate(cells[2:], 1)], 0)
 
 
 def _half(img, w, h):
