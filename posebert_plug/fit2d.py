@@ -17,8 +17,9 @@ project onto the confident observed 2D keypoints, with
   PoseBERT's motion and adds only slow corrections), with a penalty on their second
   difference at the knots; afterwards the correction is scaled down while the fitted
   keypoints would accelerate more than the observed ones, and where even PoseBERT's own
-  output would, it is smoothed (Savitzky-Golay, windows 5-31) until it does not: never
-  jerkier than the input.
+  output would, the fit is smoothed (Savitzky-Golay, windows 5-31, then a straight line in time
+  through the track, then a constant pose) until it does not: never jerkier than the input, on
+  tracks of any length (3 frames too; tracks with no fitted frame are guarded the same way).
 
 Weights (``FitOptions``) were set on vtest.avi / the demo clip so that the
 median reprojection error drops to the detector's noise level while the output
@@ -108,6 +109,11 @@ def fit_many(items, body, layout, options: FitOptions | None = None) -> list:
         seg.append(torch.full((N,), k))
     out = [(it[0], it[1]) for it in items]
     todo = [k for k in range(len(items)) if len(items[k][0]) and obss[k].any()]
+    if o.limit_acceleration:   # tracks without a fitted frame: PoseBERT's output, under the same guarantee
+        for k in range(len(items)):
+            if k not in todo and len(items[k][0]) >= 3:
+                out[k] = _limit_acceleration([(Rs[k], ts[k], None)], uvs[k].numpy(), seen[k], body, layout,
+                                             fs[k][0].item(), tuple(cxy[k][0].tolist()), items[k], check_first=True)
     if not todo:
         return out
     R0, t0 = torch.cat([Rs[k] for k in todo]), torch.cat([ts[k] for k in todo])
@@ -156,7 +162,8 @@ def fit_many(items, body, layout, options: FitOptions | None = None) -> list:
                 g["lr"] = o.lr * 0.5 * (1 + np.cos(np.pi * (it + 1) / o.iters))
     # Never jerkier than the input: per track, if the fitted keypoints accelerate more than the
     # observed ones (px/frame^2 over keypoints seen three frames in a row), the correction is scaled
-    # down (1/2, 1/4, ... none) until they do not.
+    # down (1/2, 1/4, ... none) until they do not; failing that, the output is smoothed
+    # (:func:`_smooth_until`), down to a constant pose on the shortest tracks.
     with torch.no_grad():
         alphas = (1.0, 0.5, 0.25, 0.125, 0.0) if o.limit_acceleration else (1.0,)
         cand = []
@@ -168,37 +175,75 @@ def fit_many(items, body, layout, options: FitOptions | None = None) -> list:
         starts = np.cumsum([0] + sizes_n)
         for j, k in enumerate(todo):
             a, b = starts[j], starts[j + 1]
-            valid = seen[k]
-            a_in = acceleration_px(uv[a:b].numpy(), valid)
-            ok = False
-            for Rf, tf, kp in cand:
-                if kp is None or not np.isfinite(a_in) or acceleration_px(kp[a:b], valid) <= a_in:
-                    ok = True
-                    break
-            Rk, tk = Rf[a:b], tf[a:b]
-            if not ok:   # PoseBERT's own output is jerkier than the input here: smooth it until it is not
-                fa, ca = f[a].item(), (cx[a].item(), cy[a].item())
-                Rk, tk = _smooth_until(Rk, tk, lambda R_, t_: acceleration_px(project_px(
-                    body.pose_keypoints(R_.float(), t_.float(), layout).double().numpy(), fa, ca), valid) <= a_in)
-            out[k] = (Rk.to(items[k][0].dtype), tk.to(items[k][1].dtype))
+            out[k] = _limit_acceleration(
+                [(Rf[a:b], tf[a:b], None if kp is None else kp[a:b]) for Rf, tf, kp in cand],
+                uv[a:b].numpy(), seen[k], body, layout, f[a].item(), (cx[a].item(), cy[a].item()), items[k])
     return out
 
 
+def _limit_acceleration(cands, uv, valid, body, layout, focal, centre, item, check_first=False):
+    """The first of ``cands`` [(R, t, projected keypoints or None)] (fitted, then less and less corrected)
+    whose projected keypoints accelerate no more than the observed ``uv`` (on ``valid`` keypoints); when
+    none does, the first candidate smoothed by :func:`_smooth_until`. A candidate without keypoints is
+    taken as it is (no guard), unless ``check_first``. Returns (R, t) in the item's dtypes."""
+    def accel(R_, t_):
+        return acceleration_px(project_px(body.pose_keypoints(R_.float(), t_.float(), layout).double().numpy(),
+                                          focal, centre), valid)
+    a_in = acceleration_px(uv, valid)
+    pick = None
+    for Rf, tf, kp in cands:
+        if not np.isfinite(a_in) or (kp is None and not check_first):
+            pick = (Rf, tf)
+            break
+        if (acceleration_px(kp, valid) if kp is not None else accel(Rf, tf)) <= a_in:
+            pick = (Rf, tf)
+            break
+    if pick is None:   # even PoseBERT's own output is jerkier than the input here: smooth the fit until it is not
+        pick = _smooth_until(cands[0][0], cands[0][1], lambda R_, t_: accel(R_, t_) <= a_in)
+    R, t = pick
+    return torch.as_tensor(R).to(item[0].dtype), torch.as_tensor(t).to(item[1].dtype)
+
+
+def _poly_in_time(x, order: int):
+    """Least-squares polynomial of ``order`` in time through all frames of x (T, ...) (order 0: the mean)."""
+    x = np.asarray(x, np.float64)
+    T = len(x)
+    tt = np.linspace(-1.0, 1.0, T) if T > 1 else np.zeros(1)
+    V = np.vander(tt, order + 1)
+    coef, *_ = np.linalg.lstsq(V, x.reshape(T, -1), rcond=None)
+    return (V @ coef).reshape(x.shape)
+
+
 def _smooth_until(R, t, good, windows=(5, 9, 15, 31)):
-    """Savitzky-Golay (order 2) of rotations and translation with growing windows until ``good(R, t)``."""
+    """Smooth rotations (T, J, 3, 3) and translation (T, 3) until ``good(R, t)``: Savitzky-Golay (order 2)
+    with growing windows, then a straight line in time through the whole track with its slope scaled
+    down (1, 1/2, 1/4, 0), the last being a constant pose, whose projection does not move at all: every
+    track, whatever its length (3 frames too), ends no jerkier than ``good`` asks for any input.
+    Returns the first that is good (the constant pose when none before it is)."""
     from .baselines import savgol, savgol_rotations
+    from .rotations import orthonormalize
     N = len(R)
     every = np.ones(N, bool)
-    Rs, ts = R, t
+    R = torch.as_tensor(R).double()
+    t = torch.as_tensor(t).double()
+    tried = set()
     for w in windows:
         w = min(w, N if N % 2 else N - 1)
-        if w < 5:
-            break
-        Rs = torch.as_tensor(savgol_rotations(R.double().numpy(), every, window=w, order=2))
-        ts = torch.as_tensor(savgol(t.double().numpy(), every, window=w, order=2))
+        if w < 5 or w in tried:
+            continue
+        tried.add(w)
+        Rs = torch.as_tensor(savgol_rotations(R.numpy(), every, window=w, order=2))
+        ts = torch.as_tensor(savgol(t.numpy(), every, window=w, order=2))
         if good(Rs, ts):
-            break
-    return Rs, ts
+            return Rs, ts
+    R0, t0 = _poly_in_time(R.numpy(), 0), _poly_in_time(t.numpy(), 0)
+    R1, t1 = _poly_in_time(R.numpy(), 1), _poly_in_time(t.numpy(), 1)
+    for s in (1.0, 0.5, 0.25):
+        Rs = orthonormalize(torch.as_tensor(R0 + s * (R1 - R0)))
+        ts = torch.as_tensor(t0 + s * (t1 - t0))
+        if good(Rs, ts):
+            return Rs, ts
+    return orthonormalize(torch.as_tensor(R0)), torch.as_tensor(t0)
 
 
 def reprojection_error_px(kp_px, uv_px, conf, observed, min_conf: float = 0.5) -> np.ndarray:
