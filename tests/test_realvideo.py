@@ -362,3 +362,34 @@ def test_acceleration_guard_holds_when_the_prior_itself_is_jerky(body, T):
     out = project_px(body.pose_keypoints(Rf.float(), tf.float(), "coco17").numpy(), f, c)
     valid = conf >= 0.5
     assert acceleration_px(out, valid) <= acceleration_px(uv, valid)
+
+
+def _mp_person(frame, cx, cy, height=130.0, flat=False, beside=False):
+    """MediaPipe-like detection (33 landmarks, no box: the box spans the landmarks): standing, laid flat
+    (MediaPipe on a crop where the person is hidden), or mostly beside the frame (a person leaving it)."""
+    rng = np.random.default_rng(frame)
+    kp = np.c_[rng.uniform(-0.2, 0.2, 33), np.linspace(-0.5, 0.5, 33)] * height
+    if flat:
+        kp = kp[:, ::-1] * [1.0, 0.25]
+    kp = kp + [cx, cy]
+    if beside:
+        kp[:26, 0] -= cx + 100                                       # 26 of 33 confident landmarks left of x = 0
+    return Detection(frame, score=0.9, kp2d=kp, kp2d_conf=np.full(33, 0.9), layout2d="mediapipe33")
+
+
+def test_evidence_does_not_count_collapsed_or_beside_the_frame_landmarks():
+    """comp1/comp2's MediaPipe ghost frames came from the last frames of tracks where MediaPipe, on a crop whose
+    person was hidden or leaving, laid a body flat (a box 27-72 px high among 130 px ones) or placed it mostly
+    beside the frame: they are not usable, so the track ends before them; a person shrinking smoothly is kept."""
+    from tracking.evidence import EvidenceConfig, usable_frames, vet_tracks
+    v = VideoInfo(768, 576, 10.0)
+    dets = [_mp_person(f, 300, 300) for f in range(20)] + [_mp_person(20, 300, 300, flat=True),
+                                                           _mp_person(21, 300, 300, beside=True)]
+    t = Track.from_detections(0, dets, v)
+    ok = usable_frames(t)
+    assert ok[:20].all() and not ok[20] and not ok[21]
+    kept, dropped, _ = vet_tracks([t], v)
+    assert not dropped and int(kept[0].frames[-1]) == 19
+    walk_away = Track.from_detections(1, [_mp_person(f, 300, 300, height=200 - 6 * f) for f in range(25)], v)
+    assert usable_frames(walk_away).all()
+    assert usable_frames(t, EvidenceConfig(min_height_ratio=0, min_inside_fraction=0)).all()

@@ -8,7 +8,9 @@ the tracks and the video's shot cuts and returns what PoseBERT should refine:
 2. *usable* frames are the observed frames the refiner would use (detection
    score >= ``min_frame_score``; with 2D keypoints, unless the track has SMPL rotations,
    at least ``min_visible_joints`` keypoints of confidence >= ``min_joint_conf`` inside
-   the frame: the defaults of :class:`posebert_plug.ConfidencePolicy`); a track is split at every run of
+   the frame, and at least ``min_inside_fraction`` of its confident keypoints inside it; and a box at least
+   ``min_height_ratio`` times the median height of the boxes of the track's nearest usable frames (a
+   second of video): a much smaller box is not the person followed); a track is split at every run of
    more than ``max_fill_frames`` frames without a usable frame (default: one second
    of video, ``max_fill_seconds``), and each piece is trimmed to its first and last
    usable frames, so nothing is extrapolated past the evidence;
@@ -48,6 +50,8 @@ class EvidenceConfig:
     min_frame_score: float = 0.3
     min_joint_conf: float = 0.2
     min_visible_joints: int = 6
+    min_inside_fraction: float = 0.5      # of a frame's keypoints of confidence >= min_joint_conf, inside the frame
+    min_height_ratio: float = 0.6         # a frame's box height / the median of its track's nearest second of boxes
 
     def frames_needed(self, fps: float) -> int:
         if self.min_observed is not None:
@@ -72,7 +76,33 @@ def usable_frames(t: Track, cfg: EvidenceConfig | None = None) -> np.ndarray:
             x, y = t.kp2d[..., 0], t.kp2d[..., 1]     # frame for a person leaving it (a detection of nobody here)
             seen &= (x >= 0) & (x <= v.width) & (y >= 0) & (y <= v.height)
         ok &= seen.sum(-1) >= min(cfg.min_visible_joints, t.kp2d.shape[1])
+        if v is not None and v.width and v.height and cfg.min_inside_fraction > 0:
+            # most of the confident keypoints beside the frame: a person leaving it, of whom MediaPipe still
+            # places a whole body (comp1: 17 landmarks of confidence >= 0.5, 4 of them in the frame)
+            conf_any = conf >= cfg.min_joint_conf
+            ok &= seen.sum(-1) >= cfg.min_inside_fraction * conf_any.sum(-1)
+    if cfg.min_height_ratio > 0 and t.boxes is not None:
+        k = max(4, int(round((t.video.fps if t.video is not None else 0) or 30.0)))
+        ok &= ~_collapsed(t.boxes, ok, cfg.min_height_ratio, k)
     return ok
+
+
+def _collapsed(boxes, ok, ratio: float, k: int) -> np.ndarray:
+    """(N,) bool: ``ok`` frames whose box is less than ``ratio`` times the median height of the boxes of the
+    track's ``k`` nearest other ``ok`` frames (a second of video): not the person the track follows. MediaPipe
+    run on a crop where they are hidden or leaving lays a body flat across whatever is there (comp1/comp2's
+    ghost frames: landmark boxes 27-72 px high among boxes of 120-140 px)."""
+    b = np.asarray(boxes, np.float64)
+    h = b[:, 3] - b[:, 1]
+    good = np.flatnonzero(ok & np.isfinite(h))
+    out = np.zeros(len(h), bool)
+    if len(good) < 3:
+        return out
+    for i in good:
+        nb = good[good != i]
+        nb = nb[np.argsort(np.abs(nb - i), kind="stable")[:k]]
+        out[i] = h[i] < ratio * np.median(h[nb])
+    return out
 
 
 def _slice(t: Track, idx, track_id) -> Track:
