@@ -76,9 +76,10 @@ def _inverse_variance_weights(d: torch.Tensor, observed: torch.Tensor, s2: torch
 
 
 def trust_weights(R_in: torch.Tensor, R_out: torch.Tensor, observed: torch.Tensor, outlier_k: float = 3.0,
-                  sigma_floor: float = 1e-3) -> torch.Tensor:
-    """Weight of the input per frame and joint: (N, J) in [0, 1], 0 on unobserved and outlier frames."""
-    sigma = input_noise(R_in, observed)
+                  sigma_floor: float = 1e-3, sigma: torch.Tensor | None = None) -> torch.Tensor:
+    """Weight of the input per frame and joint: (N, J) in [0, 1], 0 on unobserved and outlier frames.
+    ``sigma``: the input's noise (J,) when already known (:func:`input_noise`)."""
+    sigma = input_noise(R_in, observed) if sigma is None else sigma
     d = geodesic_distance(R_in, R_out)                               # (N, J)
     if not observed.any() or torch.isnan(sigma).all():
         return torch.zeros_like(d)
@@ -87,7 +88,7 @@ def trust_weights(R_in: torch.Tensor, R_out: torch.Tensor, observed: torch.Tenso
 
 
 def smooth_residual(R_out: torch.Tensor, R_in: torch.Tensor, observed: torch.Tensor, windows=(9, 15, 31),
-                    outlier_k: float = 3.0, sigma_floor: float = 1e-3) -> torch.Tensor:
+                    outlier_k: float = 3.0, sigma_floor: float = 1e-3, sigma: torch.Tensor | None = None) -> torch.Tensor:
     """PoseBERT's rotations corrected by the temporally smoothed residual to the input, per joint,
     where the input is more reliable than the model -> (N, J, 3, 3).
 
@@ -98,7 +99,7 @@ def smooth_residual(R_out: torch.Tensor, R_in: torch.Tensor, observed: torch.Ten
     there the model's bias is the larger error). Elsewhere the model's output is kept."""
     from .baselines import filled_savgol, nearest_index
     from .rotations import rotmat_to_rotvec, rotvec_to_rotmat
-    sigma = input_noise(R_in, observed)
+    sigma = input_noise(R_in, observed) if sigma is None else sigma
     if torch.isnan(sigma).all():
         return R_out
     s2 = torch.nan_to_num(sigma, nan=float("inf")).clamp_min(sigma_floor) ** 2       # (J,)
@@ -136,9 +137,10 @@ def blend_with_input(R_out: torch.Tensor, R_in: torch.Tensor, observed: torch.Te
     filled frames follow the corrected motion re-anchored on the blended frames next to them."""
     from .refine import anchor_to_observed
     R_in = torch.nan_to_num(R_in.to(R_out.dtype))
+    sigma = input_noise(R_in, observed)   # the input's noise, once: both steps use it
     if observed.any():
-        R_out = smooth_residual(R_out, R_in, observed)
-    w = trust_weights(R_in, R_out, observed, **kw)
+        R_out = smooth_residual(R_out, R_in, observed, sigma=sigma)
+    w = trust_weights(R_in, R_out, observed, sigma=sigma, **kw)
     if not (w > 0).any():
         return R_out
     blended = slerp_rotmat(R_out, R_in, w)
