@@ -58,7 +58,8 @@ class YOLOAdapter(Adapter):
     name = "yolo"
     aliases = ("yolo-pose",)
     live = True
-    reads = "video frames (runs YOLO11n-pose); options: imgsz (960 default: DEFAULT_IMGSZ), conf (0.25), weights, batch (8)"
+    reads = ("video frames (runs YOLO11n-pose); options: imgsz (960 default: DEFAULT_IMGSZ; the pipeline "
+             "passes the video's own size, at most that), conf (0.25), weights, batch (8)")
     skeleton = "COCO-17"
     units = "pixels"
     camera = "none (2D only)"

@@ -100,23 +100,29 @@ def detections(path, video, cache_folder, imgsz=None):
     return frames, dt
 
 
-def mediapipe_detections(path, video, cache_folder, imgsz=None):
-    """``--estimator mediapipe`` as posebert-refine runs it (MediaPipe Pose on square crops, upscaled to
-    384, around YOLO's people: ``adapters.mediapipe_adapter``), on the cached YOLO boxes, cached as JSON.
+def mediapipe_detections(path, video, cache_folder, imgsz=None, min_cover=None):
+    """``--estimator mediapipe`` as posebert-refine runs it (``adapters.mediapipe_adapter``: MediaPipe Pose on
+    square crops around YOLO's people, each detection keeping YOLO's box, landmarks that do not fit the box not
+    kept), on the cached YOLO boxes. The raw landmarks and their boxes are cached as JSON; the box test
+    (``min_cover``, default the adapter's) is applied when they are read.
     Returns (frames, seconds of MediaPipe or None when cached)."""
-    from adapters.mediapipe_adapter import _crop
+    from adapters.mediapipe_adapter import MIN_BOX_COVER, detection_from_landmarks, landmarks_on_crop
     from adapters.video import iter_frames
     from posebert_plug.pipeline import detector_size
     size = detector_size(video, imgsz)
-    cache = os.path.join(cache_folder, os.path.basename(path) + f".mediapipe{size}.json")
+    cache = os.path.join(cache_folder, os.path.basename(path) + f".mediapipe{size}.boxes.json")
+    cover = MIN_BOX_COVER if min_cover is None else min_cover
 
-    def det(d):
-        return Detection(d["frame"], score=d["score"], kp2d=np.array(d["kp2d"]), kp2d_conf=np.array(d["conf"]),
-                         layout2d="mediapipe33", kp3d=None if d["kp3d"] is None else np.array(d["kp3d"]),
-                         layout3d=None if d["kp3d"] is None else "mediapipe33", kp3d_root_relative=True)
+    def frames_of(rows):
+        out = []
+        for i, dets in enumerate(rows):
+            ds = (detection_from_landmarks(d["frame"], np.array(d["lm"]), None if d["kp3d"] is None else
+                                           np.array(d["kp3d"]), box=np.array(d["box"]), min_cover=cover) for d in dets)
+            out.append(FrameDetections(i, [d for d in ds if d is not None]))
+        return out
     if os.path.exists(cache):
         with open(cache) as f:
-            return [FrameDetections(i, [det(d) for d in dets]) for i, dets in enumerate(json.load(f))], None
+            return frames_of(json.load(f)), None
     import mediapipe as mp
     yolo, _ = detections(path, video, cache_folder, imgsz)
     t = time.time()
@@ -125,24 +131,15 @@ def mediapipe_detections(path, video, cache_folder, imgsz=None):
         for idx, im in iter_frames(path):
             out = []
             for d in (yolo[idx].detections if idx < len(yolo) else []):
-                x1, y1, x2, y2 = d.box
-                side = max(x2 - x1, y2 - y1) * 1.4
-                cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-                box = (int(cx - side / 2), int(cy - side / 2), int(side), int(side))
-                r = pose.process(_crop(im, box, 384))
-                if r.pose_landmarks is None:
-                    continue
-                x0, y0, w, h = box
-                lm = np.array([[x0 + q.x * w, y0 + q.y * h, q.visibility] for q in r.pose_landmarks.landmark])
-                wl = r.pose_world_landmarks
-                k3 = [[q.x, q.y, q.z] for q in wl.landmark] if wl is not None else None
-                out.append({"frame": idx, "score": float(np.clip(lm[:, 2].mean(), 0, 1)), "kp2d": lm[:, :2].tolist(),
-                            "conf": np.clip(lm[:, 2], 0, 1).tolist(), "kp3d": k3})
+                r = landmarks_on_crop(pose, im, d.box)
+                if r is not None:
+                    out.append({"frame": idx, "lm": r[0].tolist(), "kp3d": None if r[1] is None else r[1].tolist(),
+                                "box": [float(v) for v in d.box]})
             rows.append(out)
     dt = time.time() - t
     with open(cache, "w") as f:
         json.dump(rows, f)
-    return [FrameDetections(i, [det(d) for d in dets]) for i, dets in enumerate(rows)], dt
+    return frames_of(rows), dt
 
 
 def spans_cut(r, cuts) -> bool:
@@ -174,8 +171,8 @@ def evaluate_clip(name, args):
     from posebert_plug.pipeline_outputs import ghost_frames
     path, known = clip_path(name, args.cache)
     video = probe(path)
-    get = mediapipe_detections if args.estimator == "mediapipe" else detections
-    frames, t_det = get(path, video, args.cache, args.imgsz)
+    frames, t_det = (mediapipe_detections(path, video, args.cache, args.imgsz, args.min_box_cover)
+                     if args.estimator == "mediapipe" else detections(path, video, args.cache, args.imgsz))
     p = Pipeline(estimator=args.estimator, progress=False)
     p.warnings, p.dropped, p.split = [], [], []
     tm = {"detect": t_det}
@@ -256,6 +253,8 @@ def main(argv=None):
                     help="yolo: YOLO11n-pose (COCO-17 2D); mediapipe: MediaPipe Pose (33 landmarks, 2D + world 3D) "
                          "on crops around YOLO's people, as posebert-refine --estimator mediapipe")
     ap.add_argument("--imgsz", type=int, default=None, help="YOLO's size (default: the pipeline's for the video)")
+    ap.add_argument("--min-box-cover", type=float, default=None,
+                    help="mediapipe: the adapter's landmarks-fit-the-box test (default: the adapter's; 0: off)")
     args = ap.parse_args(argv)
     if not os.path.exists(VTEST):
         print(f"{VTEST} is absent: the real clips need ../shared", file=sys.stderr)

@@ -653,7 +653,7 @@ def build_parser():
     ap.add_argument("--preset", help="PoseBERT preset (default auto)")
     ap.add_argument("--device", help="auto, cpu or cuda (default: cuda on GPU workers, else cpu)")
     ap.add_argument("--baseline", nargs="+", choices=BASELINES, help="baselines (default savgol)")
-    ap.add_argument("--imgsz", type=int, help="YOLO input size (default 960)")
+    ap.add_argument("--imgsz", type=int, help="YOLO input size (default: the video's own size, at most 960)")
     ap.add_argument("--max-frames", type=int, help="process only the first N frames of each video")
     ap.add_argument("--no-render", action="store_true", help="skip the videos")
     ap.add_argument("--skeleton-only", action="store_true", help="draw skeletons instead of meshes")

@@ -61,8 +61,8 @@ def build_parser():
     ap.add_argument("--online", action="store_true", help="stream frame by frame (last 64 frames per person)")
     ap.add_argument("--predict-ahead", type=int, default=0, metavar="K",
                     help="with --online: output the pose predicted K frames ahead (cancels pipeline latency)")
-    ap.add_argument("--imgsz", type=int, default=None, help="YOLO input size (small people need 960+; default: "
-                    "960, at most 1.25x the video's long side)")
+    ap.add_argument("--imgsz", type=int, default=None, help="YOLO input size (default: the video's long side, "
+                    "at most 960: no upscaling; small people need upscaling, e.g. 960 for a 768 px video)")
     ap.add_argument("--yolo-weights", metavar="PATH", help="YOLO pose weights (default: found offline)")
     ap.add_argument("--renderer", default="auto", choices=["auto", "moderngl", "pyrender"])
     ap.add_argument("--skeleton-only", action="store_true", help="draw skeletons instead of meshes")

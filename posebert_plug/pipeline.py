@@ -38,21 +38,36 @@ EXIT_CODES = {0: "success", 1: "internal error", 2: "bad input or usage (unreada
 
 BASELINES = ("savgol", "nearest")   # what Pipeline.baseline computes (and --baseline accepts)
 
-# The person detector's input size (YOLO's imgsz): at most DEFAULT_IMGSZ, and at most MAX_UPSCALE times
-# the video's long side (rounded up to YOLO's stride of 32). Upscaling a 176x144 video to 960 costs 30x
-# the time and finds nothing more; but small people need some upscaling: on vtest.avi (768x576,
-# pedestrians ~60 px tall) YOLO11n-pose finds 1.19 people/frame at 768 and 3.78 at 960.
+# The person detector's input size (YOLO's imgsz): the video's own long side (down to YOLO's stride of 32),
+# at most DEFAULT_IMGSZ: never upscaled by default (a 176x144 video runs at 160, not 960, 30x faster).
+# Small people do need upscaling: on vtest.avi (768x576, pedestrians ~60 px tall) YOLO11n-pose finds 1.19
+# people/frame at 768 and 3.78 at 960; the pipeline says so (SMALL_PEOPLE_PX) and --imgsz 960 is the answer.
 from adapters.yolo import DEFAULT_IMGSZ  # noqa: E402  (one place for the detector's default size)
-MAX_UPSCALE = 1.25
+SMALL_PEOPLE_PX = 100   # median detected person height (video pixels) under which the hint above is given
 
 
 def detector_size(video: VideoInfo, imgsz: int | None = None) -> int:
     """The detector input size used for ``video``: ``imgsz`` when given, else
-    ``min(DEFAULT_IMGSZ, MAX_UPSCALE x the video's long side, rounded up to a multiple of 32)``."""
+    ``min(DEFAULT_IMGSZ, the video's long side rounded down to a multiple of 32)`` (at least 32): no upscaling."""
     if imgsz is not None:
         return int(imgsz)
     long_side = max(int(video.width or 0), int(video.height or 0)) or DEFAULT_IMGSZ
-    return int(min(DEFAULT_IMGSZ, -(-int(long_side * MAX_UPSCALE) // 32) * 32))
+    return int(max(32, min(DEFAULT_IMGSZ, long_side // 32 * 32)))
+
+
+def small_people_hint(frames, video: VideoInfo, imgsz: int | None) -> str | None:
+    """A hint when the detector ran at the video's own size and the people it found are small (median box
+    height < SMALL_PEOPLE_PX): upscaling finds more of them. None otherwise."""
+    size = detector_size(video, imgsz)
+    long_side = max(int(video.width or 0), int(video.height or 0))
+    if imgsz is not None or not long_side or size >= DEFAULT_IMGSZ:
+        return None
+    h = [float(d.box[3] - d.box[1]) for fd in frames for d in fd.detections if d.box is not None]
+    if len(h) < 10 or np.median(h) >= SMALL_PEOPLE_PX:
+        return None
+    up = min(DEFAULT_IMGSZ, -(-int(long_side * 1.25) // 32) * 32)
+    return (f"the people found are small (median height {np.median(h):.0f} px); the detector ran at the video's own "
+            f"size ({size}): --imgsz {up} upscales it and finds more small people, at {(up / size) ** 2:.1f}x the cost")
 
 
 @dataclass
@@ -66,7 +81,7 @@ class Pipeline:
     baselines: tuple = ("savgol",)
     online: bool = False
     predict_ahead: int = 0
-    imgsz: int | None = None     # None: detector_size(video) (at most 1.25x the video's size, at most 960)
+    imgsz: int | None = None     # None: detector_size(video) (the video's own size, at most 960)
     yolo_weights: str | None = None
     renderer: str = "auto"
     render: bool = True
@@ -376,6 +391,10 @@ class Pipeline:
         threading.Thread(target=_warm_imports, args=(self.plots,), daemon=True).start()
         t = time.time()
         frames = self.detect(video_path, video)
+        if self.estimator in ("yolo", "mediapipe") and self.estimator_output is None:
+            hint = small_people_hint(frames, video, self.imgsz)
+            if hint:
+                self._warn(hint)
         self.timings["detect"] = time.time() - t
         declared = min(video.num_frames, self.max_frames or video.num_frames)
         if self.estimator_output is None and len(frames) < declared:   # live adapters: one entry per frame

@@ -390,6 +390,24 @@ def test_evidence_does_not_count_collapsed_or_beside_the_frame_landmarks():
     assert ok[:20].all() and not ok[20] and not ok[21]
     kept, dropped, _ = vet_tracks([t], v)
     assert not dropped and int(kept[0].frames[-1]) == 19
-    walk_away = Track.from_detections(1, [_mp_person(f, 300, 300, height=200 - 6 * f) for f in range(25)], v)
+    # walking away: half the height in 2.5 s (3.5 -> 7 m at 1.4 m/s); two seconds of one-sided neighbours at the end
+    walk_away = Track.from_detections(1, [_mp_person(f, 300, 300, height=200 - 4 * f) for f in range(25)], v)
     assert usable_frames(walk_away).all()
     assert usable_frames(t, EvidenceConfig(min_height_ratio=0, min_inside_fraction=0)).all()
+
+
+def test_unusable_frames_inside_a_track_are_filled_not_trusted():
+    """comp2 (10 fps): a run of 6 boxes of 78-84 px among 140 px ones (a person half hidden for 0.6 s, MediaPipe's
+    landmarks squeezed onto the visible part) passed the height test with one second of neighbours and was
+    refined as observed: the body followed the garbage and was drawn 2.2x its box. With two seconds of
+    neighbours the run is not usable, and vet_tracks marks such frames unobserved, so PoseBERT fills them."""
+    from tracking.evidence import usable_frames, vet_tracks
+    v = VideoInfo(768, 576, 10.0)
+    dets = [_mp_person(f, 300, 300, height=60.0 if 20 <= f < 26 else 140.0) for f in range(50)]
+    t = Track.from_detections(0, dets, v)
+    assert not usable_frames(t)[20:26].any() and usable_frames(t)[:20].all() and usable_frames(t)[26:].all()
+    kept, dropped, split = vet_tracks([t], v)
+    assert not dropped and not split and len(kept) == 1
+    k = kept[0]
+    assert len(k) == 50 and not k.observed[20:26].any() and k.observed[:20].all() and k.observed[26:].all()
+    assert t.observed.all()                                    # the caller's track is not modified

@@ -9,11 +9,12 @@ the tracks and the video's shot cuts and returns what PoseBERT should refine:
    score >= ``min_frame_score``; with 2D keypoints, unless the track has SMPL rotations,
    at least ``min_visible_joints`` keypoints of confidence >= ``min_joint_conf`` inside
    the frame, and at least ``min_inside_fraction`` of its confident keypoints inside it; and a box at least
-   ``min_height_ratio`` times the median height of the boxes of the track's nearest usable frames (a
-   second of video): a much smaller box is not the person followed); a track is split at every run of
+   ``min_height_ratio`` times the median height of the boxes of the track's nearest usable frames (two
+   seconds of video): a much smaller box is not the person followed); a track is split at every run of
    more than ``max_fill_frames`` frames without a usable frame (default: one second
    of video, ``max_fill_seconds``), and each piece is trimmed to its first and last
-   usable frames, so nothing is extrapolated past the evidence;
+   usable frames, so nothing is extrapolated past the evidence; inside a piece, observed frames
+   that are not usable are marked unobserved (the refiner fills them as it fills gaps);
 3. a piece is dropped when it has fewer than ``min_observed`` usable frames
    (default: the larger of 5 and 0.2 s of video: 6 frames at 30 fps), when the median height of
    its boxes is below ``min_box_height`` of the frame height (default 3 %) or when
@@ -27,7 +28,7 @@ split track keeps its id; other pieces get new ids after the largest one.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -51,7 +52,7 @@ class EvidenceConfig:
     min_joint_conf: float = 0.2
     min_visible_joints: int = 6
     min_inside_fraction: float = 0.5      # of a frame's keypoints of confidence >= min_joint_conf, inside the frame
-    min_height_ratio: float = 0.6         # a frame's box height / the median of its track's nearest second of boxes
+    min_height_ratio: float = 0.6         # a frame's box height / the median of its track's nearest 2 s of boxes
 
     def frames_needed(self, fps: float) -> int:
         if self.min_observed is not None:
@@ -82,14 +83,16 @@ def usable_frames(t: Track, cfg: EvidenceConfig | None = None) -> np.ndarray:
             conf_any = conf >= cfg.min_joint_conf
             ok &= seen.sum(-1) >= cfg.min_inside_fraction * conf_any.sum(-1)
     if cfg.min_height_ratio > 0 and t.boxes is not None:
-        k = max(4, int(round((t.video.fps if t.video is not None else 0) or 30.0)))
+        # two seconds of neighbours: the median stays the person's height through a run of up to a second
+        # of collapsed boxes (comp2: 6 frames of 78-84 px among 140 px at 10 fps passed with one second)
+        k = max(8, int(round(2 * ((t.video.fps if t.video is not None else 0) or 30.0))))
         ok &= ~_collapsed(t.boxes, ok, cfg.min_height_ratio, k)
     return ok
 
 
 def _collapsed(boxes, ok, ratio: float, k: int) -> np.ndarray:
     """(N,) bool: ``ok`` frames whose box is less than ``ratio`` times the median height of the boxes of the
-    track's ``k`` nearest other ``ok`` frames (a second of video): not the person the track follows. MediaPipe
+    track's ``k`` nearest other ``ok`` frames (two seconds of video): not the person the track follows. MediaPipe
     run on a crop where they are hidden or leaving lays a body flat across whatever is there (comp1/comp2's
     ghost frames: landmark boxes 27-72 px high among boxes of 120-140 px)."""
     b = np.asarray(boxes, np.float64)
@@ -144,11 +147,15 @@ def vet_tracks(tracks, video: VideoInfo, cuts=(), config: EvidenceConfig | None 
             split.append({"id": int(t.track_id), "into": ids, "reason": "; ".join(why)})
         for tid, idx in zip(ids, pieces):
             piece = t if len(idx) == len(t) else _slice(t, idx, tid)
-            reason = _lacks_evidence(piece, usable_frames(piece, cfg), video, cfg, need)
+            use = usable_frames(piece, cfg)
+            reason = _lacks_evidence(piece, use, video, cfg, need)
             if reason:
                 dropped.append({"id": tid, "reason": reason})
             else:
-                kept.append(piece)
+                # frames that are not usable are not evidence: the refiner fills them like gaps (a body laid
+                # flat by MediaPipe mid-track, a box collapsed onto a part of the person, landmarks beside
+                # the frame), and the ghost gate measures the body against the boxes of usable frames
+                kept.append(piece if use.sum() == piece.observed.sum() else replace(piece, observed=piece.observed & use))
     kept.sort(key=lambda t: (int(t.frames[0]), int(t.track_id)))
     return kept, dropped, split
 
