@@ -411,3 +411,20 @@ def test_unusable_frames_inside_a_track_are_filled_not_trusted():
     k = kept[0]
     assert len(k) == 50 and not k.observed[20:26].any() and k.observed[:20].all() and k.observed[26:].all()
     assert t.observed.all()                                    # the caller's track is not modified
+
+
+def test_a_track_ends_on_consecutive_usable_frames_not_a_lone_one_after_a_gap():
+    """comp1 at 960: both ghost frames were a track's last frame, a lone detection after a gap of 2-5 frames (a
+    person leaving on the left, a box 85 px among 131 px at the top edge): a piece now starts and ends on
+    min_end_run (2) consecutive usable frames; a track seen only every other frame is kept as it is."""
+    from tracking.evidence import EvidenceConfig, vet_tracks
+    v = VideoInfo(768, 576, 10.0)
+    frames = [0] + list(range(3, 30)) + [33]                  # lone frames at both ends, after/before gaps of 2
+    t = Track.from_detections(0, [_mp_person(f, 300, 300) for f in frames], v)
+    kept, dropped, _ = vet_tracks([t], v)
+    assert not dropped and (int(kept[0].frames[0]), int(kept[0].frames[-1])) == (3, 29)
+    kept, _, _ = vet_tracks([t], v, config=EvidenceConfig(min_end_run=1))
+    assert (int(kept[0].frames[0]), int(kept[0].frames[-1])) == (0, 33)
+    sparse = Track.from_detections(1, [_mp_person(f, 300, 300) for f in range(0, 40, 2)], v)
+    kept, dropped, _ = vet_tracks([sparse], v)
+    assert not dropped and (int(kept[0].frames[0]), int(kept[0].frames[-1])) == (0, 38)

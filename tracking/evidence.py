@@ -13,7 +13,8 @@ the tracks and the video's shot cuts and returns what PoseBERT should refine:
    seconds of video): a much smaller box is not the person followed); a track is split at every run of
    more than ``max_fill_frames`` frames without a usable frame (default: one second
    of video, ``max_fill_seconds``), and each piece is trimmed to its first and last
-   usable frames, so nothing is extrapolated past the evidence; inside a piece, observed frames
+   usable frames, so nothing is extrapolated past the evidence (and past a lone usable frame after a
+   gap: a piece starts and ends on ``min_end_run`` consecutive usable frames); inside a piece, observed frames
    that are not usable are marked unobserved (the refiner fills them as it fills gaps);
 3. a piece is dropped when it has fewer than ``min_observed`` usable frames
    (default: the larger of 5 and 0.2 s of video: 6 frames at 30 fps), when the median height of
@@ -53,6 +54,7 @@ class EvidenceConfig:
     min_visible_joints: int = 6
     min_inside_fraction: float = 0.5      # of a frame's keypoints of confidence >= min_joint_conf, inside the frame
     min_height_ratio: float = 0.6         # a frame's box height / the median of its track's nearest 2 s of boxes
+    min_end_run: int = 2                  # a piece starts and ends on this many consecutive usable frames
 
     def frames_needed(self, fps: float) -> int:
         if self.min_observed is not None:
@@ -140,6 +142,7 @@ def vet_tracks(tracks, video: VideoInfo, cuts=(), config: EvidenceConfig | None 
                 why.append(f"gap of {int(u[b + 1] - u[b] - 1)} frames after frame {int(t.frames[u[b]])} "
                            f"(longest filled: {max_fill})")
             for run in np.split(u, breaks + 1):
+                run = _solid_ends(run, cfg.min_end_run)
                 pieces.append(np.arange(run[0], run[-1] + 1))
         ids = [int(t.track_id)] + list(range(next_id, next_id + len(pieces) - 1))
         next_id += len(pieces) - 1
@@ -158,6 +161,25 @@ def vet_tracks(tracks, video: VideoInfo, cuts=(), config: EvidenceConfig | None 
                 kept.append(piece if use.sum() == piece.observed.sum() else replace(piece, observed=piece.observed & use))
     kept.sort(key=lambda t: (int(t.frames[0]), int(t.track_id)))
     return kept, dropped, split
+
+
+def _solid_ends(run, n: int) -> np.ndarray:
+    """The usable frame indices ``run`` (increasing) without isolated frames at either end: a piece starts and
+    ends on ``n`` consecutive usable frames. A lone detection after a gap at a track's end is where ghosts were
+    (comp1 at 960: a person leaving on the left, MediaPipe's landmarks on a box 16 px wide after two missed
+    frames, the body fitted beside the frame; a box of 85 px among 131 px at the top edge after five)."""
+    run = np.asarray(run)
+    if n <= 1 or len(run) < n:
+        return run
+    solid = np.zeros(len(run), bool)
+    consecutive = np.diff(run) == 1
+    for k in range(len(run) - n + 1):
+        if consecutive[k:k + n - 1].all():
+            solid[k:k + n] = True
+    if not solid.any():   # no n in a row anywhere (every other frame detected): kept whole, for the tests below
+        return run
+    a, b = np.flatnonzero(solid)[[0, -1]]
+    return run[a:b + 1]
 
 
 def _lacks_evidence(t: Track, ok, video, cfg: EvidenceConfig, need: int) -> str | None:
