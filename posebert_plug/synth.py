@@ -87,13 +87,15 @@ def future_mask(B, T, min_len, max_len, g):
 MASK_MIX = (0.2, 0.45, 0.2, 0.15)   # light, blocks, heavy, future: the shipped models' mixture
 
 
-def training_mask(B, T, g, mix=MASK_MIX, max_future=None, heavy_max=0.9):
-    """The mixture the shipped models train with: light random drops, 1-30 frame blocks,
-    heavy random drops (50% to ``heavy_max``) and hidden futures of 1..``max_future`` frames
-    (default T // 2 + 8), in proportions ``mix``; at least one frame stays observed."""
+def training_mask(B, T, g, mix=MASK_MIX, max_future=None, heavy_max=0.9, block_max=0.5, block_len=30):
+    """The mixture the shipped models train with: light random drops, blocks of 1..``block_len`` frames
+    (up to ``block_max`` of the window), heavy random drops (50% to ``heavy_max``) and hidden futures of
+    1..``max_future`` frames (default T // 2 + 8), in proportions ``mix``; at least one frame stays observed.
+    Occlusions and missed detections on real video last up to a second or two: ``block_len`` 40 and
+    ``block_max`` 0.7 cover them at 30 fps (the defaults are the shipped models' mixture)."""
     kind = torch.rand(B, generator=g)
     light = random_mask(B, T, 0.0, 0.125, g)
-    blocks = block_mask(B, T, 0.0, 0.5, 1, 30, g)
+    blocks = block_mask(B, T, 0.0, block_max, 1, block_len, g)
     heavy = random_mask(B, T, 0.5, heavy_max, g)
     fut = future_mask(B, T, 1, max_future or T // 2 + 8, g) & random_mask(B, T, 0.0, 0.1, g)
     c = torch.tensor(mix, dtype=torch.float32).cumsum(0) / sum(mix)

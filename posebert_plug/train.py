@@ -178,6 +178,10 @@ def main(argv=None):
                     help="longest hidden future in frames (default window // 2 + 8)")
     ap.add_argument("--heavy-max", type=float, default=0.9,
                     help="largest fraction of frames dropped by the heavy random masks (default 0.9)")
+    ap.add_argument("--block-max", type=float, default=0.5,
+                    help="largest fraction of a window dropped by the block masks (default 0.5)")
+    ap.add_argument("--block-len", type=int, default=30,
+                    help="longest dropped block in frames (default 30; occlusions of 1-2 s: 40-60)")
     d = synth.Augment()
     ap.add_argument("--augment", choices=["on", "off"], default="on",
                     help="on: the augmentations below (defaults shown); off: the shipped models' original "
@@ -227,6 +231,8 @@ def main(argv=None):
         ap.error("--mask-mix needs four non-negative proportions, e.g. 0.2,0.45,0.2,0.15")
     if not 0.5 <= args.heavy_max < 1:
         ap.error("--heavy-max must lie in [0.5, 1)")
+    if not 0 < args.block_max < 1 or args.block_len < 1:
+        ap.error("--block-max must lie in (0, 1) and --block-len be at least 1")
     for flag, value, least in (("--steps", args.steps, 1), ("--batch", args.batch, 1), ("--window", args.window, 2)):
         if value < least:
             ap.error(f"{flag} must be at least {least}, got {value}")
@@ -236,7 +242,8 @@ def main(argv=None):
         ap.error(str(e).strip("'\""))
     if args.init and not os.path.isfile(args.init):
         ap.error(f"--init {args.init}: no such checkpoint file")
-    mask_kw = {"mix": mix, "max_future": args.max_future, "heavy_max": args.heavy_max}
+    mask_kw = {"mix": mix, "max_future": args.max_future, "heavy_max": args.heavy_max,
+               "block_max": args.block_max, "block_len": args.block_len}
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out or os.path.join("runs", preset.name)

@@ -202,3 +202,23 @@ def test_training_mask_heavy_drop_range():
                                     heavy_max=0.97).float().mean(1)
     assert default.min() > 0.4 and default.max() < 0.95     # U(0.5, 0.9) of 200 frames, sampling noise aside
     assert wider.max() > 0.93 and wider.mean() > default.mean()
+
+
+def test_training_mask_long_blocks():
+    """--block-max / --block-len: blocks up to 40 frames and 70% of the window (occlusions of 1-2 s)."""
+    from posebert_plug import synth
+
+    def longest_gap(m):
+        best = []
+        for row in (~m).int().tolist():
+            run = top = 0
+            for v in row:
+                run = run + 1 if v else 0
+                top = max(top, run)
+            best.append(top)
+        return np.array(best)
+    default = synth.training_mask(256, 64, torch.Generator().manual_seed(3), mix=(0, 1, 0, 0))
+    longer = synth.training_mask(256, 64, torch.Generator().manual_seed(3), mix=(0, 1, 0, 0), block_max=0.7, block_len=40)
+    assert (1 - default.float().mean(1)).max() < 0.5 + 30 / 64 + 1e-6
+    assert (1 - longer.float().mean(1)).mean() > (1 - default.float().mean(1)).mean()
+    assert longest_gap(longer).max() >= 40 and np.median(longest_gap(longer)) > np.median(longest_gap(default))
