@@ -267,3 +267,21 @@ def test_exact_keys_and_kept_observations():
     assert len(f) == 40 and np.isfinite(f.rotmats).all()
     with pytest.raises(ValueError, match="keep_observed needs SMPL rotation"):
         refine_tracks([coco_track()], keep_observed=True)
+
+
+def test_prediction_is_drawn_toward_the_last_pose_with_the_horizon():
+    """damp_prediction: frames before n unchanged; frame n-1+h at weight 1/(1 + h/(hold_s*fps)) between the
+    last refined pose and PoseBERT's prediction (half way hold_s seconds ahead); off with hold_s = 0."""
+    from posebert_plug.refine import damp_prediction
+    from posebert_plug.rotations import geodesic_distance, rotvec_to_rotmat
+    n, extra, fps = 10, 30, 30.0
+    angles = torch.linspace(0, 1.5, n + extra)
+    R = rotvec_to_rotmat(torch.stack([angles, torch.zeros_like(angles), torch.zeros_like(angles)], -1))[:, None]
+    D = damp_prediction(R, n, fps, hold_s=1.0)
+    assert D.shape == R.shape and torch.allclose(D[:n], R[:n])
+    moved = geodesic_distance(D[n:, 0], R[n - 1, 0].expand(extra, 3, 3))
+    full = geodesic_distance(R[n:, 0], R[n - 1, 0].expand(extra, 3, 3))
+    h = torch.arange(1, extra + 1, dtype=torch.float32)
+    assert torch.allclose(moved, full / (1 + h / 30.0), atol=1e-4)      # x-axis rotations: angles blend linearly
+    assert abs(float(moved[29] / full[29]) - 0.5) < 1e-3                # half way one second ahead
+    assert torch.equal(damp_prediction(R, n, fps, 0.0), R) and torch.equal(damp_prediction(R[:n], n, fps, 1.0), R[:n])
