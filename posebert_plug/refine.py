@@ -710,16 +710,17 @@ def _upsample_factor(video, model_fps):
 
 
 def predict_future(track: Track, n_frames: int, model="auto", device="auto", window: int | None = None,
-                   keep_observed: bool = False) -> RefinedTrack:
+                   keep_observed: bool = False, predict_hold_s: float = 1.0) -> RefinedTrack:
     """Refine a track and extend it ``n_frames`` beyond its last frame (returned track has N + n frames).
 
     window: default the model's trained window (64 for the shipped weights); ``n_frames`` must be smaller.
     ``keep_observed`` (SMPL inputs): for exact inputs, return the observed frames as given and
-    continue PoseBERT's predicted motion from the last of them (see :func:`refine_tracks`)."""
+    continue PoseBERT's predicted motion from the last of them (see :func:`refine_tracks`).
+    ``predict_hold_s``: see :func:`damp_prediction` (0: PoseBERT's prediction alone)."""
     if n_frames < 0:
         raise ValueError("n_frames must be >= 0")
     return refine_tracks([track], model=model, device=device, window=window, extra_frames=n_frames,
-                         keep_observed=keep_observed)[0]
+                         keep_observed=keep_observed, predict_hold_s=predict_hold_s)[0]
 
 
 def complete_motion(key_rotmats: dict, num_frames: int, key_transl: dict | None = None, video: VideoInfo | None = None,
