@@ -413,8 +413,12 @@ def refine_group(ref: Refiner, net, tracks: list, o: RefineOptions, give_up) -> 
         if extra and o.predict_hold_s > 0:
             R = damp_prediction(R, len(t), (t.video.fps if t.video is not None else 0) or o.model_fps,
                                 o.predict_hold_s)
-        if o.align_2d and preset.kind == "kp2d" and not extra:
-            transl = align_translation_2d(R, transl, t, obs.numpy(), ref.prior(preset), fn, preset.layout)
+        if o.align_2d and not extra and preset.kind in ("kp2d", "kp3d"):
+            # root-relative 3D keypoints with 2D (MediaPipe): PoseBERT's translation comes from the 2D
+            # extent, which jumps when a half-hidden person's landmarks do (comp2: 1 m in 3 frames)
+            lay = preset.layout if preset.kind == "kp2d" else fit_layout_2d(t, ref.prior(preset))
+            if lay is not None:
+                transl = align_translation_2d(R, transl, t, obs.numpy(), ref.prior(preset), fn, lay)
         poses.append([R, transl, obs, fn])
     if o.fit_2d and preset.body == "body" and not extra and not o.keep_observed:
         # every track with 2D keypoints the prior body can regress (kp2d, MediaPipe, SMPL estimators' 2D

@@ -88,7 +88,11 @@ def usable_frames(t: Track, cfg: EvidenceConfig | None = None) -> np.ndarray:
         # two seconds of neighbours: the median stays the person's height through a run of up to a second
         # of collapsed boxes (comp2: 6 frames of 78-84 px among 140 px at 10 fps passed with one second)
         k = max(8, int(round(2 * ((t.video.fps if t.video is not None else 0) or 30.0))))
-        ok &= ~_collapsed(t.boxes, ok, cfg.min_height_ratio, k)
+        for _ in range(4):   # a collapsed box is no reference for its neighbours: repeat until none is found
+            bad = _collapsed(t.boxes, ok, cfg.min_height_ratio, k)
+            if not bad.any():
+                break
+            ok = ok & ~bad
     return ok
 
 
