@@ -269,7 +269,8 @@ def refine_tracks(detections, model="auto", device="auto", window: int | None = 
         ``predict_hold_s`` seconds ahead (:func:`damp_prediction`); 0 returns PoseBERT's prediction alone.
     model_fps: the models are trained at 30 fps; a video at 30/k fps (k integer >= 2, e.g. 10 or 15 fps)
         is refined at 30 fps with k-1 masked frames between its frames, then sampled back.
-    align_2d: for 2D-keypoint inputs, re-fit the root translation so that the refined body's
+    align_2d: for 2D-keypoint inputs and 3D-keypoint inputs that carry 2D in a layout the body regresses
+        (MediaPipe: world landmarks plus 2D), re-fit the root translation so that the refined body's
         keypoints reproject onto the observed 2D keypoints (weighted least squares per observed
         frame, then smoothed; filled frames keep PoseBERT's translation shifted by the interpolated
         correction). ``False`` returns PoseBERT's own (x2d, y2d, nearness) translation.
