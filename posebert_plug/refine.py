@@ -269,8 +269,7 @@ def refine_tracks(detections, model="auto", device="auto", window: int | None = 
         ``predict_hold_s`` seconds ahead (:func:`damp_prediction`); 0 returns PoseBERT's prediction alone.
     model_fps: the models are trained at 30 fps; a video at 30/k fps (k integer >= 2, e.g. 10 or 15 fps)
         is refined at 30 fps with k-1 masked frames between its frames, then sampled back.
-    align_2d: for 2D-keypoint inputs and 3D-keypoint inputs that carry 2D in a layout the body regresses
-        (MediaPipe: world landmarks plus 2D), re-fit the root translation so that the refined body's
+    align_2d: for 2D-keypoint inputs, re-fit the root translation so that the refined body's
         keypoints reproject onto the observed 2D keypoints (weighted least squares per observed
         frame, then smoothed; filled frames keep PoseBERT's translation shifted by the interpolated
         correction). ``False`` returns PoseBERT's own (x2d, y2d, nearness) translation.
@@ -414,12 +413,8 @@ def refine_group(ref: Refiner, net, tracks: list, o: RefineOptions, give_up) -> 
         if extra and o.predict_hold_s > 0:
             R = damp_prediction(R, len(t), (t.video.fps if t.video is not None else 0) or o.model_fps,
                                 o.predict_hold_s)
-        if o.align_2d and not extra and preset.kind in ("kp2d", "kp3d"):
-            # root-relative 3D keypoints with 2D (MediaPipe): PoseBERT's translation comes from the 2D
-            # extent, which jumps when a half-hidden person's landmarks do (comp2: 1 m in 3 frames)
-            lay = preset.layout if preset.kind == "kp2d" else fit_layout_2d(t, ref.prior(preset))
-            if lay is not None:
-                transl = align_translation_2d(R, transl, t, obs.numpy(), ref.prior(preset), fn, lay)
+        if o.align_2d and preset.kind == "kp2d" and not extra:
+            transl = align_translation_2d(R, transl, t, obs.numpy(), ref.prior(preset), fn, preset.layout)
         poses.append([R, transl, obs, fn])
     if o.fit_2d and preset.body == "body" and not extra and not o.keep_observed:
         # every track with 2D keypoints the prior body can regress (kp2d, MediaPipe, SMPL estimators' 2D
