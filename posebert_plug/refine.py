@@ -269,7 +269,9 @@ def refine_tracks(detections, model="auto", device="auto", window: int | None = 
         ``predict_hold_s`` seconds ahead (:func:`damp_prediction`); 0 returns PoseBERT's prediction alone.
     model_fps: the models are trained at 30 fps; a video at 30/k fps (k integer >= 2, e.g. 10 or 15 fps)
         is refined at 30 fps with k-1 masked frames between its frames, then sampled back.
-    align_2d: for 2D-keypoint inputs, re-fit the root translation so that the refined body's
+    align_2d: for 2D-keypoint inputs, and 3D-keypoint inputs with 2D the body regresses (MediaPipe's world
+        and image landmarks: aligned on observed frames, interpolated across filled ones, since PoseBERT
+        reads their translation off the 2D extent), re-fit the root translation so that the refined body's
         keypoints reproject onto the observed 2D keypoints (weighted least squares per observed
         frame, then smoothed; filled frames keep PoseBERT's translation shifted by the interpolated
         correction). ``False`` returns PoseBERT's own (x2d, y2d, nearness) translation.
@@ -413,8 +415,14 @@ def refine_group(ref: Refiner, net, tracks: list, o: RefineOptions, give_up) -> 
         if extra and o.predict_hold_s > 0:
             R = damp_prediction(R, len(t), (t.video.fps if t.video is not None else 0) or o.model_fps,
                                 o.predict_hold_s)
-        if o.align_2d and preset.kind == "kp2d" and not extra:
-            transl = align_translation_2d(R, transl, t, obs.numpy(), ref.prior(preset), fn, preset.layout)
+        if o.align_2d and not extra and preset.kind in ("kp2d", "kp3d"):
+            # 3D keypoints with 2D (MediaPipe): PoseBERT reads the translation of root-relative keypoints
+            # off the 2D extent, which jumps with a half-hidden person's landmarks (comp2: 1 m in 3
+            # frames, the body drawn 100 px beside him): aligned on observed frames, interpolated in gaps
+            lay = preset.layout if preset.kind == "kp2d" else fit_layout_2d(t, ref.prior(preset))
+            if lay is not None:
+                transl = align_translation_2d(R, transl, t, obs.numpy(), ref.prior(preset), fn, lay,
+                                              gaps="prior" if preset.kind == "kp2d" else "interpolate")
         poses.append([R, transl, obs, fn])
     if o.fit_2d and preset.body == "body" and not extra and not o.keep_observed:
         # every track with 2D keypoints the prior body can regress (kp2d, MediaPipe, SMPL estimators' 2D
@@ -584,7 +592,7 @@ def mirror_x(R, transl):
 
 
 def align_translation_2d(R, transl, track: Track, observed, body, f_norm, layout, smooth: int = 9,
-                         min_conf: float = 0.0, order: int = 1):
+                         min_conf: float = 0.0, order: int = 1, gaps: str = "prior"):
     """Root translation (N, 3) whose body keypoints reproject onto the track's 2D keypoints.
 
     Per observed frame, solves f (X_i + tx) - u_i (Z_i + tz) = 0 (and the same for v) in the
@@ -596,7 +604,10 @@ def align_translation_2d(R, transl, track: Track, observed, body, f_norm, layout
     about, is PoseBERT's with the smoothed correction. (Smoothing the correction of the image position
     kept PoseBERT's own frame-to-frame jumps, and smoothing a correction in metres mixed a frame's lateral
     offset with its neighbours' depth: at a frame edge, where clipped keypoints bunch up, that put a
-    body beside the frame: comp2's ghost frame in bench/realvideo.py.)
+    body beside the frame: comp2's ghost frame in bench/realvideo.py.) ``gaps="interpolate"``: across
+    filled frames the aligned root (image position and log depth) is interpolated between observed frames
+    instead of following PoseBERT's motion: for translations PoseBERT cannot be trusted with (root-relative
+    3D keypoints, whose translation it reads off the 2D extent).
     """
     from .baselines import filled_savgol, interpolate
     src, dst = mapping(track.layout2d, layout)
@@ -630,14 +641,18 @@ def align_translation_2d(R, transl, track: Track, observed, body, f_norm, layout
     # depth, which 2D sees poorly: PoseBERT's motion with the smoothed correction
     good = t0[:, 2] > 0
     pb = np.column_stack([t0[:, :2] / np.where(good, t0[:, 2], 1.0)[:, None], np.log(np.where(good, t0[:, 2], 1.0))])
-    corr = interpolate(corr, ok)
-    if ok.sum() >= 3:
+    if gaps == "interpolate":   # the aligned root itself, interpolated and smoothed: no PoseBERT motion in it
+        root = interpolate(np.where(ok[:, None], pb + np.nan_to_num(corr), 0.0), ok)
+        if ok.sum() >= 3:
+            root = filled_savgol(root, window=min(smooth, max(3, ok.sum() // 2 * 2 - 1)), order=order)
+    elif ok.sum() >= 3:
+        corr = interpolate(corr, ok)
         w = min(smooth, max(3, ok.sum() // 2 * 2 - 1))
         corr[:, 2] = filled_savgol(corr[:, 2:], window=w, order=order)[:, 0]
         root = pb + corr
         root[:, :2] = filled_savgol(root[:, :2], window=w, order=order)
     else:
-        root = pb + corr
+        root = pb + interpolate(corr, ok)
     out = transl.clone()
     z = np.exp(root[:, 2])
     xy = root[:, :2] * z[:, None]
