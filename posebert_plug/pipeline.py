@@ -43,7 +43,9 @@ BASELINES = ("savgol", "nearest")   # what Pipeline.baseline computes (and --bas
 # Small people do need upscaling: on vtest.avi (768x576, pedestrians ~60 px tall) YOLO11n-pose finds 1.19
 # people/frame at 768 and 3.78 at 960; the pipeline says so (SMALL_PEOPLE_PX) and --imgsz 960 is the answer.
 from adapters.yolo import DEFAULT_IMGSZ  # noqa: E402  (one place for the detector's default size)
-SMALL_PEOPLE_PX = 100   # median detected person height (video pixels) under which the hint above is given
+# median detected person height (video pixels) under which the hint above is given: the people found at the
+# video's own size are the larger ones (vtest at 768: median 104 px found, many 60-px people missed)
+SMALL_PEOPLE_PX = 150
 
 
 def detector_size(video: VideoInfo, imgsz: int | None = None) -> int:
