@@ -641,18 +641,18 @@ def align_translation_2d(R, transl, track: Track, observed, body, f_norm, layout
     # depth, which 2D sees poorly: PoseBERT's motion with the smoothed correction
     good = t0[:, 2] > 0
     pb = np.column_stack([t0[:, :2] / np.where(good, t0[:, 2], 1.0)[:, None], np.log(np.where(good, t0[:, 2], 1.0))])
+    w = min(smooth, max(3, ok.sum() // 2 * 2 - 1)) if ok.sum() >= 3 else 0   # 0: too few frames to smooth
     if gaps == "interpolate":   # the aligned root itself, interpolated and smoothed: no PoseBERT motion in it
         root = interpolate(np.where(ok[:, None], pb + np.nan_to_num(corr), 0.0), ok)
-        if ok.sum() >= 3:
-            root = filled_savgol(root, window=min(smooth, max(3, ok.sum() // 2 * 2 - 1)), order=order)
-    elif ok.sum() >= 3:
-        corr = interpolate(corr, ok)
-        w = min(smooth, max(3, ok.sum() // 2 * 2 - 1))
-        corr[:, 2] = filled_savgol(corr[:, 2:], window=w, order=order)[:, 0]
-        root = pb + corr
-        root[:, :2] = filled_savgol(root[:, :2], window=w, order=order)
+        if w:
+            root = filled_savgol(root, window=w, order=order)
     else:
-        root = pb + interpolate(corr, ok)
+        corr = interpolate(corr, ok)
+        if w:
+            corr[:, 2] = filled_savgol(corr[:, 2:], window=w, order=order)[:, 0]
+        root = pb + corr
+        if w:
+            root[:, :2] = filled_savgol(root[:, :2], window=w, order=order)
     out = transl.clone()
     z = np.exp(root[:, 2])
     xy = root[:, :2] * z[:, None]
