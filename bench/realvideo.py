@@ -155,15 +155,6 @@ def keypoints_px(body, rotmats, transl, video, layout="coco17"):
     return _project(kp, video)
 
 
-def per_frame_bodies(p, tracks):
-    """The input as a body frame by frame for every track (``Pipeline.per_frame_bodies`` for tracks with 3D
-    keypoints too): the track's own preset on one frame at a time, fitted to that frame's 2D keypoints."""
-    from posebert_plug.refine import refine_tracks
-    out = refine_tracks(tracks, window=1, stride=1, refiner=p.get_refiner(), dropped=[],
-                        fit_options={"w_smooth": 0.0, "knot_seconds": 0.0, "limit_acceleration": False})
-    return {r.track_id: (r.rotmats, r.transl) for r in out}
-
-
 def evaluate_clip(name, args):
     from adapters.video import probe
     from posebert_plug.fit2d import acceleration_px, reprojection_error_px
@@ -189,8 +180,7 @@ def evaluate_clip(name, args):
     tm["refine+fit"] = time.time() - t
     t = time.time()
     kept = [t_ for t_ in tracks if t_.track_id in {r.track_id for r in refined}]
-    base = p.baseline(kept, video, per_frame=per_frame_bodies(p, kept) if args.estimator == "mediapipe" else None) \
-        if refined else {}
+    base = p.baseline(kept, video) if refined else {}
     tm["baselines"] = time.time() - t
     body = p.body_model()
     n = len(frames)

@@ -308,15 +308,17 @@ class Pipeline:
         return self.bodies.body
 
     def per_frame_bodies(self, tracks, video) -> dict:
-        """The input as a body, frame by frame, for tracks with 2D keypoints only: ``kp2d-coco17`` on one
-        frame at a time (no temporal context) fitted to that frame's keypoints (no smoothness):
-        track_id -> (rotmats (N, 24, 3, 3), transl (N, 3)). What Savitzky-Golay smooths, so that it is
-        compared with PoseBERT on the same body representation."""
+        """The input as a body, frame by frame, for body tracks without SMPL rotations (2D keypoints, or 3D
+        keypoints such as MediaPipe's): the track's preset on one frame at a time (no temporal context)
+        fitted to that frame's 2D keypoints (no smoothness): track_id -> (rotmats (N, 24, 3, 3), transl
+        (N, 3)). What Savitzky-Golay smooths, so that it is compared with PoseBERT on the same body
+        representation (side_by_side.mp4's input and Savitzky-Golay panels)."""
         from .refine import refine_tracks
-        todo = [t for t in tracks if t.rotmats is None and t.kp2d is not None and t.kp3d is None and t.side is None]
+        todo = [t for t in tracks if t.rotmats is None and (t.kp2d is not None or t.kp3d is not None)
+                and t.side is None]
         if not todo:
             return {}
-        out = refine_tracks(todo, model="kp2d-coco17" if self.preset == "auto" else self.preset, window=1, stride=1,
+        out = refine_tracks(todo, model=self.preset, window=1, stride=1,
                             refiner=self.get_refiner(), dropped=[], fit_2d=self.fit_2d,
                             fit_options={"w_smooth": 0.0, "knot_seconds": 0.0,
                                                                           "limit_acceleration": False})
