@@ -31,6 +31,7 @@ Prints markdown tables, saves ``e2e.png`` and ``e2e_side_by_side.mp4`` under --o
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -135,7 +136,7 @@ def run_scene(cache, seed, people, T, tmp, timing, cached=None, model="kp2d-coco
     pb = refine_tracks(tracks, model=model, video=cfg.video, fit_2d=False) if tracks else []
     timing["refine"] += time.time() - t0
     t0 = time.time()
-    fit = refine_tracks(tracks, model=model, video=cfg.video, fit_2d=True) if tracks else []
+    fit = refine_tracks(tracks, model=model, video=cfg.video, fit_2d=True, fit_options=FIT_OPTIONS) if tracks else []
     timing["fit"] = timing.get("fit", 0.0) + time.time() - t0
     single = lift_single_frame(tracks, cfg.video, model) if tracks else []
     outs = {"(a) per-frame lifting": single, "(b) nearest-fill + SG": savgol_of(single), "(c) PoseBERT": pb,
@@ -189,6 +190,9 @@ def score(est, gt, T):
     return acc
 
 
+FIT_OPTIONS = None   # --fit-options
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", default="cache", help="cache folder with val.npz (posebert-data build)")
@@ -202,7 +206,11 @@ def main(argv=None):
     ap.add_argument("--checkpoint", help="a kp2d-coco17 model.pt instead of the shipped weights")
     ap.add_argument("--raised", type=int, default=0, metavar="N",
                     help=f"also N scenes from a raised camera (pitch {RAISED_PITCH} rad), reported apart")
+    ap.add_argument("--fit-options", type=json.loads, metavar="JSON",
+                    help='FitOptions fields for (d), e.g. \'{"fit_depth": true}\' (default: the shipped ones)')
     args = ap.parse_args(argv)
+    global FIT_OPTIONS
+    FIT_OPTIONS = args.fit_options
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     cache = MotionCache(os.path.join(args.cache, "val.npz"))
     model = "kp2d-coco17"

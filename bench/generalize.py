@@ -23,6 +23,7 @@ Sections (smpl preset unless said; MPJPE in mm on SMPL-24 joints, root-relative,
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -39,6 +40,7 @@ from posebert_plug.refine import refine_tracks  # noqa: E402
 from posebert_plug.rotations import sixd_to_rotmat  # noqa: E402
 
 MODELS = {"PoseBERT": "smpl"}   # name -> preset name or loaded model
+FIT_OPTIONS = None                 # --fit-options (kp2d section)
 
 
 def family_sequences(cache, family, n, T, seed, rig_deg=0.0):
@@ -263,7 +265,7 @@ def section_kp2d(cache, args):
         tracks = [Track.from_detections(i, [Detection(t, kp2d=noisy[i, t].numpy(), kp2d_conf=np.full(17, 0.9),
                                                       layout2d="coco17", score=0.9) for t in range(args.T)], RB.VIDEO)
                   for i in range(len(R))]
-        out = refine_tracks(tracks, model=KP2D_MODEL)
+        out = refine_tracks(tracks, model=KP2D_MODEL, fit_options=FIT_OPTIONS)
         Ro = np.stack([o.rotmats for o in out])
         # upright: the ground truth torso within 15 degrees of the world vertical (root pitch in the world)
         j = RB.BODY.pose_keypoints(R, None, "smpl24")
@@ -296,7 +298,11 @@ def main():
     ap.add_argument("--kp3d-checkpoint", help="evaluate this kp3d-h36m17 checkpoint instead of the shipped one")
     ap.add_argument("--kp2d-checkpoint", help="evaluate this kp2d-coco17 checkpoint instead of the shipped one")
     ap.add_argument("--no-shipped", action="store_true", help="leave the shipped smpl weights out")
+    ap.add_argument("--fit-options", type=json.loads, metavar="JSON",
+                    help='FitOptions fields for the kp2d section, e.g. \'{"fit_depth": true}\' (default: the shipped ones)')
     args = ap.parse_args()
+    global FIT_OPTIONS
+    FIT_OPTIONS = args.fit_options
     from posebert_plug.presets import load_model
     if args.no_shipped:
         MODELS.clear()
