@@ -290,6 +290,21 @@ def section_speed(cache, args):
             refine_tracks(long_tracks, model="smpl", stride=stride)
             ts.append(time.perf_counter() - t)
         thr[stride] = 3000 / np.median(ts)
+    # the SMPL checks' cost (stride 16): mirror average (2 model runs), gap check (2 more per mirror side on
+    # a track with interior gaps); a track with 25% of its frames dropped in blocks of 1-15
+    g = torch.Generator().manual_seed(args.seed)
+    gap_tracks = smpl_tracks(R[:, idx], tr[:, idx], synth.block_mask(1, 3000, 0.25, 0.25, 1, 15, g))
+    checks = {}
+    for name, trk, kw in (("no gaps, checks off", long_tracks, {"mirror_average": False, "gap_check": False}),
+                          ("no gaps, default (mirror average)", long_tracks, {}),
+                          ("25% dropped, checks off", gap_tracks, {"mirror_average": False, "gap_check": False}),
+                          ("25% dropped, default (mirror average + gap check)", gap_tracks, {})):
+        ts = []
+        for _ in range(3):
+            t = time.perf_counter()
+            refine_tracks(trk, model="smpl", stride=16, **kw)
+            ts.append(time.perf_counter() - t)
+        checks[name] = 3000 / np.median(ts)
     dets = [Detection(t, rotmats=R[0, t].numpy(), transl=tr[0, t].numpy()) for t in range(64)]
     online = {}
     for ahead in (0, 10):
@@ -306,6 +321,8 @@ def section_speed(cache, args):
     print(f"| forward latency, batch 1, T=64 | {1000 * np.median(lat):.1f} ms |")
     for s, v in thr.items():
         print(f"| offline refine_tracks, 3,000-frame track, window 64 stride {s} | {v:,.0f} frames/s |")
+    for name, v in checks.items():
+        print(f"| offline refine_tracks, 3,000-frame track, stride 16, {name} | {v:,.0f} frames/s |")
     print(f"| online OnlineRefiner.step (history 64), per frame per person | {1000 * online[0]:.1f} ms |")
     print(f"| online, also predicting 10 frames ahead (54 frames + 10 mask tokens) | {1000 * online[10]:.1f} ms |")
 
