@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from .camera import MIRROR_X, focal_norm, pixels_to_norm, to_real_camera
+from .gapfill import gap_mix_weight, holdout_mask, mix_gaps
 from .presets import bone_lengths, get_preset, load_model, trained_window
 from .rotations import sixd_to_rotmat, slerp_rotmat
 from .skeletons import get_skeleton, mapping
-from .gapfill import gap_mix_weight, holdout_mask, mix_gaps
 from .types import Detection, FrameDetections, RefinedTrack, Track, VideoInfo, refined_track_type
 
 __all__ = ["ConfidencePolicy", "RefineOptions", "refine_tracks", "refine_group", "refined_track", "predict_future",
@@ -416,58 +416,48 @@ def refine_group(ref: Refiner, net, tracks: list, o: RefineOptions, give_up) -> 
     # hidden, to measure how far to trust PoseBERT's fill against interpolation (gapfill)
     mirror = o.mirror_average and preset.kind == "smpl"
     check = o.gap_check and preset.kind == "smpl" and o.trust_input and not o.keep_observed
-    jobs = []   # (track index, observed mask at the track's rate, mirrored)
-    for i, (t, (x, obs, _)) in enumerate(zip(ts, encoded)):
+    masks = []   # per track: its observed frames, then those of each gap check (observed & ~hidden)
+    for t, (_, obs, _) in zip(ts, encoded):
         hidden = [holdout_mask(obs.numpy(), phase) for phase in (0, 1)] if check and t.rotmats is not None else []
-        masks = [obs] + [obs & ~torch.as_tensor(h) for h in hidden if h is not None]
-        for m in masks:
-            jobs.extend([(i, m, False)] + ([(i, m, True)] if mirror else []))
-    xs = {}
-    for i, t in enumerate(ts):
-        xs[i, False] = encoded[i][0]
-        if mirror:
-            xs[i, True] = encode_track(mirror_smpl_track(t), preset, ref.prior(preset), o.policy)[0]
-    items = [model_item(ts[i], xs[i, m], obs) for i, obs, m in jobs]
+        masks.append([obs] + [obs & ~torch.as_tensor(h) for h in hidden if h is not None])
+    jobs = [(i, k, m) for i in range(len(ts)) for k in range(len(masks[i])) for m in ((False, True) if mirror else (False,))]
+    xs = [(x, encode_track(mirror_smpl_track(t), preset, ref.prior(preset), o.policy)[0] if mirror else None)
+          for t, (x, _, _) in zip(ts, encoded)]
+    items = [model_item(ts[i], xs[i][m], masks[i][k]) for i, k, m in jobs]
     outs = ref.run(items, net, window=win, stride=hop, batch_size=o.batch_size, progress=o.progress)
-    decoded = {}   # (track index, observed mask id) -> [(R, param)] of the plain and mirrored runs
-    for (i, obs, m), (p6, param, covered) in zip(jobs, outs):
+    runs = {}   # (track, mask) -> [(R (N', J, 3, 3), param (N', 3))] of the plain and the mirrored run
+    for (i, k, m), (p6, param, covered) in zip(jobs, outs):
         R = sixd_to_rotmat(p6.reshape(-1, net.num_joints, 6))
         R, param = _fill_uncovered(R, param, covered)
-        k = _upsample_factor(ts[i].video, o.model_fps)
-        if k > 1:
-            R, param = R[::k], param[::k]
-        if m:
-            R, param = mirror_smpl_output(R, param)
-        decoded.setdefault((i, id(obs)), (obs, []))[1].append((R, param))
+        u = _upsample_factor(ts[i].video, o.model_fps)
+        if u > 1:
+            R, param = R[::u], param[::u]
+        runs.setdefault((i, k), []).append(mirror_smpl_output(R, param) if m else (R, param))
 
-    def combined(i, obs):
-        runs = decoded[i, id(obs)][1]
-        if len(runs) == 1:
-            return runs[0]
-        (R, p), (Rm, pm) = runs
-        return slerp_rotmat(R, Rm, torch.full(R.shape[:-2], 0.5)), (p + pm) / 2
+    def output(i, k):   # the model's output for track i under mask k, mirror runs averaged in
+        (R, p), *rest = runs[i, k]
+        for Rm, pm in rest:
+            R, p = slerp_rotmat(R, Rm, torch.full(R.shape[:-2], 0.5)), (p + pm) / 2
+        return R, p
 
-    per_track = {}
-    for (i, _), (obs, _) in decoded.items():
-        per_track.setdefault(i, []).append(obs)
+    def padded(obs):    # predicted frames are not observed
+        return torch.cat([obs, torch.zeros(extra, dtype=torch.bool)]) if extra else obs
+
     poses = []
     for i, (t, (_, _, fn)) in enumerate(zip(ts, encoded)):
-        obs_full = per_track[i][0]
-        obs = torch.cat([obs_full, torch.zeros(extra, dtype=torch.bool)]) if extra else obs_full
-        R, param = combined(i, obs_full)
+        obs = padded(masks[i][0])
+        R, param = output(i, 0)
         transl = to_real_camera(param, fn)
         if o.keep_observed:
             R, transl = _keep_observed(t, R, transl, obs)
         elif o.trust_input and t.rotmats is not None and preset.kind == "smpl":
             R = _trust_input(t, R, obs)
-            if len(per_track[i]) > 1:   # the gap check: refilled with frames hidden
-                n = len(t)
-                checks = []
-                for obs_check in per_track[i][1:]:
-                    oc = torch.cat([obs_check, torch.zeros(extra, dtype=torch.bool)]) if extra else obs_check
-                    checks.append((_trust_input(t, combined(i, obs_check)[0], oc)[:n], (obs_full & ~obs_check).numpy()))
-                wgt = gap_mix_weight(checks, torch.as_tensor(np.nan_to_num(t.rotmats), dtype=R.dtype), obs_full.numpy())
-                R = torch.cat([mix_gaps(R[:n], obs_full.numpy(), wgt), R[n:]])
+            if len(masks[i]) > 1:   # the gap check: refilled with observed frames hidden
+                n, seen = len(t), masks[i][0]
+                checks = [(_trust_input(t, output(i, k)[0], padded(masks[i][k]))[:n], (seen & ~masks[i][k]).numpy())
+                          for k in range(1, len(masks[i]))]
+                wgt = gap_mix_weight(checks, torch.as_tensor(np.nan_to_num(t.rotmats), dtype=R.dtype), seen.numpy())
+                R = torch.cat([mix_gaps(R[:n], seen.numpy(), wgt), R[n:]])
         if extra and o.predict_hold_s > 0:
             R = damp_prediction(R, len(t), (t.video.fps if t.video is not None else 0) or o.model_fps,
                                 o.predict_hold_s)
@@ -640,11 +630,6 @@ def anchor_to_observed(R, R_in, observed):
 
 
 
-def _root_relative_joints(body, R):
-    """SMPL-24 joint positions (..., 24, 3) of rotations (..., 24, 3, 3) relative to the root (metres)."""
-    return body.pose_keypoints(R, None, "smpl24")
-
-
 def mirror_smpl_track(track: Track) -> Track:
     """The left-right mirror image of a track's SMPL motion (camera X reflected): rotations
     ``M R[flip] M`` (left and right joints exchanged), translations with x negated. Only the SMPL
@@ -659,10 +644,9 @@ def mirror_smpl_track(track: Track) -> Track:
 
 def mirror_smpl_output(R, param):
     """Undo :func:`mirror_smpl_track` on the model's output: R (N, 24, 3, 3), param (N, 3) canonical
-    (u, v, nearness)."""
+    (u, v, nearness): left and right joints exchanged back, then :func:`mirror_x`."""
     from .synth import smpl_flip_index
-    M = torch.as_tensor(MIRROR_X, dtype=R.dtype)
-    return M @ R[:, smpl_flip_index()] @ M, param * torch.tensor([-1.0, 1.0, 1.0], dtype=param.dtype)
+    return mirror_x(R[:, smpl_flip_index()], param)
 
 
 def mirror_x(R, transl):
