@@ -135,3 +135,25 @@ def test_smoothed_input_needs_a_noise_estimate():
     obs = torch.zeros(len(R), dtype=torch.bool)
     obs[::2] = True                                                              # no 5 frames in a row
     assert torch.equal(smooth_residual(model_out, R, obs), model_out)
+
+
+def test_streaming_skips_the_gap_check_because_it_never_changes_the_newest_frame():
+    from posebert_plug.refine import OnlineRefiner
+    from posebert_plug.types import Detection, VideoInfo
+    R = _wave(N=60)
+    video = VideoInfo(640, 480, 30.0)
+    on = OnlineRefiner("smpl", video=video, predict_ahead=3)
+    checked = OnlineRefiner("smpl", video=video, predict_ahead=3, gap_check=True)
+    assert not on.options.gap_check and checked.options.gap_check
+    for k in range(60):
+        seen = (k // 6) % 3 != 1                                    # gaps of 6 frames
+        d = Detection(k, rotmats=R[k].numpy(), transl=np.array([0.0, 0.2, 5.0], np.float32)) if seen else None
+        a, b = on.step(0, d), checked.step(0, d)
+        if a[0] is None:
+            continue
+        assert np.allclose(a[0][0], b[0][0], atol=1e-5) and np.allclose(a[1][0], b[1][0], atol=1e-5)
+    # the windows had gaps for the check to work on: it moved frames inside them, not the newest one
+    gap = ~on.last[0].observed
+    assert gap.any()
+    moved = np.abs(on.last[0].rotmats - checked.last[0].rotmats).max(axis=(1, 2, 3)) > 1e-4
+    assert moved.any() and not (moved & ~gap).any()
