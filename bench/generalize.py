@@ -241,7 +241,8 @@ def section_kp2d(cache, args):
     and the 2D reprojection error of the output vs the input's (pixels, observed frames, 1024 px)."""
     from posebert_plug.camera import project
     from posebert_plug.types import Detection, Track
-    print("\n### kp2d-coco17 from raised cameras (30-60 degrees looking down; 3 px noise + 5% 50-px outliers, "
+    noise = "3 px noise" if args.kp2d_noise == "iid" else "3 px slow noise (AR(1), 0.9 per frame)"
+    print(f"\n### kp2d-coco17 from raised cameras (30-60 degrees looking down; {noise} + 5% 50-px outliers, "
           f"{args.n} windows x {args.T} frames per family; 1024 px image)\n")
     print("| family | upright frames | median torso pitch error (deg) | 2D error input (px) | 2D error output (px) |")
     print("|---|---|---|---|---|")
@@ -259,7 +260,11 @@ def section_kp2d(cache, args):
                                       v_range=(-0.1, 0.3), pitch=(np.radians(30), np.radians(60)))
         kp = RB.BODY.pose_keypoints(R, tr, "coco17")
         px = project(kp) * 512 + 512
-        noisy = px + torch.randn(px.shape, generator=g) * 3.0
+        eps = torch.randn(px.shape, generator=g)
+        if args.kp2d_noise == "slow":   # AR(1) in time, as YOLO's error on rendered bodies (lag-1 correlation 0.82)
+            for t in range(1, args.T):
+                eps[:, t] = 0.9 * eps[:, t - 1] + np.sqrt(1 - 0.9 ** 2) * eps[:, t]
+        noisy = px + eps * 3.0
         out_mask = torch.rand(px.shape[:-1], generator=g) < 0.05
         noisy = torch.where(out_mask[..., None], noisy + torch.randn(px.shape, generator=g) * 50, noisy)
         tracks = [Track.from_detections(i, [Detection(t, kp2d=noisy[i, t].numpy(), kp2d_conf=np.full(17, 0.9),
@@ -298,6 +303,8 @@ def main():
     ap.add_argument("--kp3d-checkpoint", help="evaluate this kp3d-h36m17 checkpoint instead of the shipped one")
     ap.add_argument("--kp2d-checkpoint", help="evaluate this kp2d-coco17 checkpoint instead of the shipped one")
     ap.add_argument("--no-shipped", action="store_true", help="leave the shipped smpl weights out")
+    ap.add_argument("--kp2d-noise", choices=["iid", "slow"], default="iid",
+                    help="kp2d section: noise independent per frame (the issue's test) or slow (AR(1), as a detector's)")
     ap.add_argument("--fit-options", type=json.loads, metavar="JSON",
                     help='FitOptions fields for the kp2d section, e.g. \'{"fit_depth": true}\' (default: the shipped ones)')
     args = ap.parse_args()
