@@ -11,7 +11,7 @@ every candidate's error and does not bias the choice.
 
 Held-out performers (``bench/generalize.py --sections corrupt``): see ``bench/results/generalize.md``.
 
-Shapes: rotations (N, J, 3, 3), observed (N,) bool; joints (N, K, 3) metres.
+Shapes: rotations (N, J, 3, 3), observed (N,) bool; weights (J,) in [0, 1] (one per trunk, legs, arms).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch
 
 from .rotations import slerp_rotmat
 
-__all__ = ["interior_gaps", "holdout_mask", "gap_mix_weight", "mix_gaps", "MIX_GRID"]
+__all__ = ["interior_gaps", "holdout_mask", "gap_mix_weight", "mix_gaps", "MIX_GRID", "GROUPS"]
 
 MIX_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)   # weights of the interpolation tried (0: PoseBERT's fill alone)
 
