@@ -631,22 +631,20 @@ def anchor_to_observed(R, R_in, observed):
 
 
 def mirror_smpl_track(track: Track) -> Track:
-    """The left-right mirror image of a track's SMPL motion (camera X reflected): rotations
-    ``M R[flip] M`` (left and right joints exchanged), translations with x negated. Only the SMPL
-    fields, which are all the ``smpl`` preset reads."""
-    from .synth import smpl_flip_index
-    fl = smpl_flip_index().numpy()
+    """The left-right mirror image of a track's SMPL motion (camera X reflected): rotations by
+    :func:`~posebert_plug.synth.mirror_rotmats`, translations with x negated. Only the SMPL fields,
+    which are all the ``smpl`` preset reads."""
+    from .synth import mirror_rotmats
     R, tr = track.rotmats, track.transl
-    M = np.asarray(MIRROR_X, dtype=None if R is None else R.dtype)
-    return replace(track, rotmats=None if R is None else M @ R[:, fl] @ M,
+    return replace(track, rotmats=None if R is None else mirror_rotmats(torch.as_tensor(R)).numpy(),
                    transl=None if tr is None else tr * np.asarray([-1, 1, 1], tr.dtype))
 
 
 def mirror_smpl_output(R, param):
     """Undo :func:`mirror_smpl_track` on the model's output: R (N, 24, 3, 3), param (N, 3) canonical
-    (u, v, nearness): left and right joints exchanged back, then :func:`mirror_x`."""
-    from .synth import smpl_flip_index
-    return mirror_x(R[:, smpl_flip_index()], param)
+    (u, v, nearness)."""
+    from .synth import mirror_rotmats
+    return mirror_rotmats(R), param * torch.tensor([-1.0, 1.0, 1.0], dtype=param.dtype)
 
 
 def mirror_x(R, transl):

@@ -214,6 +214,14 @@ def smpl_flip_index() -> torch.Tensor:
     return torch.as_tensor(get_skeleton("smpl24").flip_map, dtype=torch.long)
 
 
+def mirror_rotmats(R: torch.Tensor) -> torch.Tensor:
+    """The left-right mirror image of SMPL-24 poses: (..., 24, 3, 3) -> (..., 24, 3, 3), left and right
+    joints exchanged and every rotation conjugated by the reflection of X (the rest skeleton is
+    symmetric, so this is a valid pose of the same body; applied twice it is the identity)."""
+    M = MIRROR_X.to(R.dtype)
+    return M @ R[..., smpl_flip_index(), :, :] @ M
+
+
 def mirror_motion(rot6d: torch.Tensor, transl: torch.Tensor, which: torch.Tensor) -> tuple:
     """Left-right mirror image of world motion for the samples where ``which`` (B,) is True.
 
@@ -224,10 +232,8 @@ def mirror_motion(rot6d: torch.Tensor, transl: torch.Tensor, which: torch.Tensor
     from .rotations import rotmat_to_6d
     if not which.any():
         return rot6d, transl
-    M = MIRROR_X.to(rot6d.dtype)
-    R = sixd_to_rotmat(rot6d[which][:, :, smpl_flip_index()])
     r6 = rot6d.clone()
-    r6[which] = rotmat_to_6d(M @ R @ M)
+    r6[which] = rotmat_to_6d(mirror_rotmats(sixd_to_rotmat(rot6d[which])))
     tr = transl.clone()
     tr[which, :, 0] = -tr[which, :, 0]
     return r6, tr
