@@ -81,6 +81,9 @@ def build_parser():
                     "than R times wider than tall are dropped (default 2.5)")
     ap.add_argument("--no-fit-2d", action="store_true", help="keep PoseBERT's pose: no reprojection fit to the "
                     "2D keypoints")
+    ap.add_argument("--fit", default="default", choices=["default", "close"], help="how closely the body follows "
+                    "the 2D keypoints: default, or close (upright people from raised cameras, 7.5x the fit's time; "
+                    "on rendered test scenes its 3D error was higher: bench/results/generalize.md)")
     ap.add_argument("--json-arrays", default="base64", choices=["base64", "lists"], help="how results.json writes "
                     "float arrays: base64 (default: exact float32 bytes, 1.33x their size; meta.json_arrays says how "
                     "to decode) or lists (nested lists rounded to 5 decimals, readable by eye, 2.3x)")
@@ -124,7 +127,7 @@ def refine_main(argv=None):
                  side_by_side=not args.no_side_by_side, max_frames=args.max_frames, progress=not args.quiet,
                  cuts=_cuts_arg(args.cuts), min_observed=args.min_observed, max_fill_seconds=args.max_fill_seconds,
                  min_box_height=args.min_box_height, max_box_aspect=args.max_box_aspect, fit_2d=not args.no_fit_2d,
-                 json_arrays=args.json_arrays)
+                 fit=args.fit, json_arrays=args.json_arrays)
     try:
         summary = p.run(args.video, args.out)
     except PipelineError as e:

@@ -103,6 +103,7 @@ class Pipeline:
     min_box_height: float = 0.03
     max_box_aspect: float = 2.5
     fit_2d: bool = True          # reprojection fit of pose and translation to the 2D keypoints (fit2d)
+    fit: str = "default"         # the fit's strength: a name of fit2d.FIT_PRESETS ("default", "close")
     json_arrays: str = "base64"  # results.json float arrays: "base64" (exact, 1.33x float32) or "lists" (types.save_tracks)
     timings: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)   # printed to stderr and kept in summary.json
@@ -268,13 +269,24 @@ class Pipeline:
         self.dropped.append({"id": int(track_id), "reason": reason})
         self._warn(f"track {track_id} dropped: {reason}")
 
+    def __post_init__(self):
+        self.fit_options   # an unknown fit name fails here, before any video is read
+
+    @property
+    def fit_options(self) -> dict | None:
+        """The FitOptions fields of :attr:`fit` (None: the defaults)."""
+        from .fit2d import FIT_PRESETS
+        if self.fit not in FIT_PRESETS:
+            raise ValueError(f"fit must be one of {sorted(FIT_PRESETS)}, got {self.fit!r}")
+        return FIT_PRESETS[self.fit] or None
+
     def refine(self, tracks, video) -> list:
         from .refine import OnlineRefiner, choose_preset, refine_tracks, refined_track
         ref = self.get_refiner()
         if not self.online:
             dropped = []
             out = refine_tracks(tracks, model=self.preset, refiner=ref, progress=self.progress,
-                                dropped=dropped, fit_2d=self.fit_2d)
+                                dropped=dropped, fit_2d=self.fit_2d, fit_options=self.fit_options)
             for d in dropped:
                 self._drop(d["id"], d["reason"])
             return out
@@ -287,7 +299,8 @@ class Pipeline:
             except ValueError as e:
                 self._drop(t.track_id, str(e))
                 continue
-            on = OnlineRefiner(preset, video=video, predict_ahead=self.predict_ahead, refiner=ref, fit_2d=self.fit_2d)
+            on = OnlineRefiner(preset, video=video, predict_ahead=self.predict_ahead, refiner=ref, fit_2d=self.fit_2d,
+                               fit_options=self.fit_options)
             Rs, ts, ok = [], [], []
             for i in range(len(t)):
                 cur, ahead = on.step(t.track_id, _detection_of(t, i) if t.observed[i] else None)

@@ -157,3 +157,4 @@ def test_streaming_skips_the_gap_check_because_it_never_changes_the_newest_frame
     assert gap.any()
     moved = np.abs(on.last[0].rotmats - checked.last[0].rotmats).max(axis=(1, 2, 3)) > 1e-4
     assert moved.any() and not (moved & ~gap).any()
+

@@ -285,3 +285,32 @@ def test_prediction_is_drawn_toward_the_last_pose_with_the_horizon():
     assert torch.allclose(moved, full / (1 + h / 30.0), atol=1e-4)      # x-axis rotations: angles blend linearly
     assert abs(float(moved[29] / full[29]) - 0.5) < 1e-3                # half way one second ahead
     assert torch.equal(damp_prediction(R, n, fps, 0.0), R) and torch.equal(damp_prediction(R[:n], n, fps, 1.0), R[:n])
+
+
+def test_close_fit_is_a_named_preset_that_follows_the_keypoints_closer():
+    import pytest
+    from posebert_plug.camera import project
+    from posebert_plug.fit2d import FIT_PRESETS
+    from posebert_plug.pipeline import Pipeline
+    from posebert_plug.refine import refine_tracks
+    from posebert_plug.types import Detection, Track, VideoInfo
+    assert Pipeline(fit="close").fit_options == FIT_PRESETS["close"] and Pipeline().fit_options is None
+    with pytest.raises(ValueError, match="fit must be one of"):
+        Pipeline(fit="tight")
+    from posebert_plug.body_model import DefaultBodyModel
+    body = DefaultBodyModel()
+    from posebert_plug.rotations import rotvec_to_rotmat
+    t = torch.arange(45, dtype=torch.float32)[:, None, None] / 30
+    R = rotvec_to_rotmat(0.5 * torch.sin(2 * np.pi * 0.5 * t + torch.rand(24, 3, generator=torch.Generator().manual_seed(0)) * 6))
+    R[:, 0] = rotvec_to_rotmat(torch.tensor([[np.pi * 0.8, 0.0, 0.0]])).expand(45, 3, 3)   # seen from above
+    tr = torch.tensor([0.0, 0.3, 6.0]).expand(45, 3)
+    px = (project(body.pose_keypoints(R, tr, "coco17")) * 512 + 512).numpy()
+    track = Track.from_detections(0, [Detection(t, kp2d=px[t], kp2d_conf=np.full(17, 0.9), layout2d="coco17", score=0.9)
+                                      for t in range(45)], VideoInfo(1024, 1024, 30.0))
+    err = {}
+    for name, opts in FIT_PRESETS.items():
+        out = refine_tracks([track], model="kp2d-coco17", fit_options=opts or None)[0]
+        P = project(body.pose_keypoints(torch.as_tensor(out.rotmats).float(), torch.as_tensor(out.transl).float(),
+                                        "coco17")) * 512 + 512
+        err[name] = float(np.median(np.linalg.norm(P.numpy() - px, axis=-1)))
+    assert err["close"] < err["default"]
