@@ -164,7 +164,7 @@ def evaluate_clip(name, args):
     video = probe(path)
     frames, t_det = (mediapipe_detections(path, video, args.cache, args.imgsz, args.min_box_cover)
                      if args.estimator == "mediapipe" else detections(path, video, args.cache, args.imgsz))
-    p = Pipeline(estimator=args.estimator, progress=False)
+    p = Pipeline(estimator=args.estimator, progress=False, fit=args.fit)
     p.warnings, p.dropped, p.split = [], [], []
     tm = {"detect": t_det}
     t = time.time()
@@ -229,6 +229,7 @@ def evaluate_clip(name, args):
         row[f"accel {k}"] = float(np.nanmean(a)) if np.isfinite(a).any() else float("nan")
     row["worst PB/input accel"] = worst
     row["estimator"] = args.estimator
+    row["fit"] = args.fit
     row["tracks"] = per_track
     return row
 
@@ -242,6 +243,7 @@ def main(argv=None):
     ap.add_argument("--estimator", choices=["yolo", "mediapipe"], default="yolo",
                     help="yolo: YOLO11n-pose (COCO-17 2D); mediapipe: MediaPipe Pose (33 landmarks, 2D + world 3D) "
                          "on crops around YOLO's people, as posebert-refine --estimator mediapipe")
+    ap.add_argument("--fit", default="default", help="the 2D fit's strength (fit2d.FIT_PRESETS, as posebert-refine --fit)")
     ap.add_argument("--imgsz", type=int, default=None, help="YOLO's size (default: the pipeline's for the video)")
     ap.add_argument("--min-box-cover", type=float, default=None,
                     help="mediapipe: the adapter's landmarks-fit-the-box test (default: the adapter's; 0: off)")
@@ -274,7 +276,7 @@ def main(argv=None):
     print(text)
     with open(args.out, "w") as fh:
         fh.write(f"### real footage (bench/realvideo.py --estimator {args.estimator}; YOLO11n-pose at "
-                 f"{args.imgsz or 'the default size'}, 2-core CPU shared with other jobs)\n\n" + text + "\n")
+                 f"{args.imgsz or 'the default size'}, --fit {args.fit}, 2-core CPU shared with other jobs)\n\n" + text + "\n")
     return 0
 
 

@@ -69,18 +69,19 @@ def _rotvec_to_rotmat(v):
     return roma.rotvec_to_rotmat(v)
 
 
-def _hat_basis(N: int, step: int) -> torch.Tensor:
-    """(N, M) linear interpolation from M knots (frames 0, step, ..., N - 1) to N frames."""
+def _hat_basis(N: int, step: int) -> tuple:
+    """Linear interpolation from M knots (frames 0, step, ..., N - 1) to N frames, as the two knots
+    around each frame and the second one's weight: (k0 (N,) long, k1 (N,) long, w (N,) float64), with
+    frame t = (1 - w[t]) * knot k0[t] + w[t] * knot k1[t]; and M. Two knots per frame instead of a dense
+    (N, M) matrix: the fit's cost stays linear in the frames (a dense basis over a batch of long tracks
+    with knots every 2 frames made each step quadratic in them)."""
     knots = np.unique(np.r_[np.arange(0, N, step), N - 1])
-    B = np.zeros((N, len(knots)))
     t = np.arange(N)
     k = np.clip(np.searchsorted(knots, t, side="right") - 1, 0, len(knots) - 1)
     nxt = np.minimum(k + 1, len(knots) - 1)
     span = np.maximum(knots[nxt] - knots[k], 1)
     w = np.where(nxt > k, (t - knots[k]) / span, 0.0)
-    B[t, k] += 1 - w
-    B[t, nxt] += w
-    return torch.as_tensor(B)
+    return torch.as_tensor(k), torch.as_tensor(nxt), torch.as_tensor(w), len(knots)
 
 
 def fit_to_keypoints(R, transl, uv_px, conf, observed, body, layout, focal_px, centre,
@@ -114,7 +115,7 @@ def fit_many(items, body, layout, options: FitOptions | None = None) -> list:
         obss.append(obs)
         fs.append(torch.full((N,), float(focal_px), dtype=torch.float64))
         cxy.append(torch.tensor([float(centre[0]), float(centre[1])], dtype=torch.float64).expand(N, 2))
-        bases.append(_hat_basis(N, step) if N else torch.zeros(0, 0, dtype=torch.float64))
+        bases.append(_hat_basis(N, step) if N else None)
         seg.append(torch.full((N,), k))
     out = [(it[0], it[1]) for it in items]
     todo = [k for k in range(len(items)) if len(items[k][0]) and obss[k].any()]
@@ -128,15 +129,19 @@ def fit_many(items, body, layout, options: FitOptions | None = None) -> list:
     R0, t0 = torch.cat([Rs[k] for k in todo]), torch.cat([ts[k] for k in todo])
     uv, c = torch.cat([uvs[k] for k in todo]), torch.cat([cs[k] for k in todo])
     f, cx, cy = torch.cat([fs[k] for k in todo]), torch.cat([cxy[k] for k in todo])[:, 0], torch.cat([cxy[k] for k in todo])[:, 1]
-    B = torch.block_diag(*[bases[k] for k in todo])                    # (sum N, sum M)
     sizes_n = [len(Rs[k]) for k in todo]
-    sizes_m = [bases[k].shape[1] for k in todo]
+    sizes_m = [bases[k][3] for k in todo]
+    # every frame's two knots, numbered over the batch (each track's knots after the previous track's)
+    offs = np.cumsum([0] + sizes_m[:-1])
+    k0 = torch.cat([bases[k][0] + off for k, off in zip(todo, offs)])
+    k1 = torch.cat([bases[k][1] + off for k, off in zip(todo, offs)])
+    wk = torch.cat([bases[k][2] for k in todo])
     # second differences of knots within a track only
-    inner = np.concatenate([np.arange(s0 + 1, s0 + m - 1) for s0, m in zip(np.cumsum([0] + sizes_m[:-1]), sizes_m)]
+    inner = np.concatenate([np.arange(s0 + 1, s0 + m - 1) for s0, m in zip(offs, sizes_m)]
                            ) if sum(max(0, m - 2) for m in sizes_m) else np.zeros(0, int)
     inner = torch.as_tensor(inner, dtype=torch.long)
     N, J = R0.shape[:2]
-    M = B.shape[1]
+    M = sum(sizes_m)
     free = torch.ones(J, 1, dtype=torch.float64)
     free[[j for j in o.fixed_joints if j < J]] = 0
     cv = torch.zeros(M, J, 3, dtype=torch.float64, requires_grad=True)
@@ -146,9 +151,13 @@ def fit_many(items, body, layout, options: FitOptions | None = None) -> list:
 
     tmask = torch.tensor([1.0, 1.0, 1.0 if o.fit_depth else 0.0], dtype=torch.float64)
 
+    def at_frames(x):   # (M, ...) knot values -> (N, ...) frame values
+        w = wk.reshape(-1, *([1] * (x.dim() - 1)))
+        return (1 - w) * x[k0] + w * x[k1]
+
     def pose(cv, ct):
-        dv = torch.einsum("nm,mjc->njc", B, cv) * free
-        return R0 @ _rotvec_to_rotmat(dv), t0 + (B @ ct) * tmask, dv
+        dv = at_frames(cv) * free
+        return R0 @ _rotvec_to_rotmat(dv), t0 + at_frames(ct) * tmask, dv
 
     def project(kp):
         z = kp[..., 2].clamp_min(0.05)
