@@ -81,9 +81,10 @@ def build_parser():
                     "than R times wider than tall are dropped (default 2.5)")
     ap.add_argument("--no-fit-2d", action="store_true", help="keep PoseBERT's pose: no reprojection fit to the "
                     "2D keypoints")
-    ap.add_argument("--fit", default="default", choices=["default", "close"], help="how closely the body follows "
-                    "the 2D keypoints: default, or close (upright people from raised cameras, 7.5x the fit's time; "
-                    "on rendered test scenes its 3D error was higher: bench/results/generalize.md)")
+    ap.add_argument("--fit", default="default", choices=["default", "close", "loose"], help="how closely the body "
+                    "follows the 2D keypoints: default; close (a ten times lighter prior); loose (PoseBERT's "
+                    "pose nudged, the fit before the eleventh session: lowest 3D error on rendered test scenes, "
+                    "but raised cameras' people bent forward; bench/results/generalize.md)")
     ap.add_argument("--json-arrays", default="base64", choices=["base64", "lists"], help="how results.json writes "
                     "float arrays: base64 (default: exact float32 bytes, 1.33x their size; meta.json_arrays says how "
                     "to decode) or lists (nested lists rounded to 5 decimals, readable by eye, 2.3x)")

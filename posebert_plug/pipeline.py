@@ -103,7 +103,7 @@ class Pipeline:
     min_box_height: float = 0.03
     max_box_aspect: float = 2.5
     fit_2d: bool = True          # reprojection fit of pose and translation to the 2D keypoints (fit2d)
-    fit: str = "default"         # the fit's strength: a name of fit2d.FIT_PRESETS ("default", "close")
+    fit: str = "default"         # the fit's strength: a name of fit2d.FIT_PRESETS ("default", "close", "loose")
     json_arrays: str = "base64"  # results.json float arrays: "base64" (exact, 1.33x float32) or "lists" (types.save_tracks)
     timings: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)   # printed to stderr and kept in summary.json
@@ -326,6 +326,7 @@ class Pipeline:
         fitted to that frame's 2D keypoints (no smoothness): track_id -> (rotmats (N, 24, 3, 3), transl
         (N, 3)). What Savitzky-Golay smooths, so that it is compared with PoseBERT on the same body
         representation (side_by_side.mp4's input and Savitzky-Golay panels)."""
+        from .fit2d import FIT_PRESETS
         from .refine import refine_tracks
         todo = [t for t in tracks if t.rotmats is None and (t.kp2d is not None or t.kp3d is not None)
                 and t.side is None]
@@ -333,8 +334,8 @@ class Pipeline:
             return {}
         out = refine_tracks(todo, model=self.preset, window=1, stride=1,
                             refiner=self.get_refiner(), dropped=[], fit_2d=self.fit_2d,
-                            fit_options={"w_smooth": 0.0, "knot_seconds": 0.0,
-                                                                          "limit_acceleration": False})
+                            fit_options={**FIT_PRESETS["loose"], "w_smooth": 0.0, "knot_seconds": 0.0,
+                                         "limit_acceleration": False})
         return {r.track_id: (r.rotmats, r.transl) for r in out}
 
     def baseline(self, tracks, video, name="savgol", per_frame=None):

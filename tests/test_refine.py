@@ -287,7 +287,7 @@ def test_prediction_is_drawn_toward_the_last_pose_with_the_horizon():
     assert torch.equal(damp_prediction(R, n, fps, 0.0), R) and torch.equal(damp_prediction(R[:n], n, fps, 1.0), R[:n])
 
 
-def test_close_fit_is_a_named_preset_that_follows_the_keypoints_closer():
+def test_fit_presets_are_named_and_follow_the_keypoints_in_their_order():
     import pytest
     from posebert_plug.camera import project
     from posebert_plug.fit2d import FIT_PRESETS
@@ -313,4 +313,6 @@ def test_close_fit_is_a_named_preset_that_follows_the_keypoints_closer():
         P = project(body.pose_keypoints(torch.as_tensor(out.rotmats).float(), torch.as_tensor(out.transl).float(),
                                         "coco17")) * 512 + 512
         err[name] = float(np.median(np.linalg.norm(P.numpy() - px, axis=-1)))
-    assert err["close"] < err["default"]
+    # the lighter the prior, the closer the body to the keypoints (a body seen from above: the default
+    # 26 px, the earlier PoseBERT-bound fit 31 px)
+    assert err["close"] < err["default"] < err["loose"], err
