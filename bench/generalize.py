@@ -122,8 +122,8 @@ def section_corrupt(cache, args):
 def section_sweep(cache, args):
     rates = [0.0, 0.5, 0.7, 0.9]
     print("\n### frame-drop sweep per family (0.1 rad; gain % = MPJPE reduction vs nearest-fill input; "
-          "oracle = slerp between the noise-free poses of the observed frames, a bound no denoise-then-"
-          "interpolate method passes)\n")
+          "oracle = slerp between the noise-free poses of the observed frames: perfect denoising, then "
+          "slerp)\n")
     print("| family | dropped | input | SG | " + " | ".join(MODELS) + " | SG gain % | "
           + " | ".join(f"{m} gain %" for m in MODELS) + " | oracle gain % |")
     print("|---|---|---|---|" + "---|" * (2 * len(MODELS) + 2))
