@@ -105,7 +105,7 @@ def fit_many(items, body, layout, options: FitOptions | None = None) -> list:
     where ``observed`` may leave out frames the refiner did not trust)."""
     o = options or FitOptions()
     step = max(1, int(round(o.knot_seconds * (o.fps or 30.0))))
-    Rs, ts, uvs, cs, obss, fs, cxy, bases, seg, seen = [], [], [], [], [], [], [], [], [], []
+    Rs, ts, uvs, cs, obss, fs, cxy, bases, seen = [], [], [], [], [], [], [], [], []
     for k, (R, transl, uv_px, conf, observed, focal_px, centre, *rest) in enumerate(items):
         N = len(R)
         c = torch.as_tensor(np.nan_to_num(np.asarray(conf, np.float64)))
@@ -121,7 +121,6 @@ def fit_many(items, body, layout, options: FitOptions | None = None) -> list:
         fs.append(torch.full((N,), float(focal_px), dtype=torch.float64))
         cxy.append(torch.tensor([float(centre[0]), float(centre[1])], dtype=torch.float64).expand(N, 2))
         bases.append(_hat_basis(N, step) if N else None)
-        seg.append(torch.full((N,), k))
     out = [(it[0], it[1]) for it in items]
     todo = [k for k in range(len(items)) if len(items[k][0]) and obss[k].any()]
     if o.limit_acceleration:   # tracks without a fitted frame: PoseBERT's output, under the same guarantee
